@@ -1,0 +1,62 @@
+"""Builds the parts of dagbot from settings: store, MCP toolbox, LLM, planner, engine."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from bot.settings import Settings
+from scheduler.engine import Engine, EngineConfig
+from scheduler.llm import LLM
+from scheduler.llm_steps import LlmExecutor, SummaryExecutor
+from scheduler.plan import TaskKind
+from scheduler.planner import LLMPlanner
+from scheduler.retry import RetryPolicy
+from scheduler.tool_step import ToolExecutor
+from scheduler.toolbox import Toolbox, load_mcp_config
+from storage.sqlite import SqliteStore, open_store
+
+
+@dataclass(frozen=True, kw_only=True)
+class Runtime:
+    settings: Settings
+    store: SqliteStore
+    toolbox: Toolbox
+    llm: LLM
+    engine: Engine
+
+
+@asynccontextmanager
+async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
+    """Open everything a run needs; on exit, stop the engine (runs resume next time) and close."""
+    store = await open_store(settings.database_url)
+    try:
+        toolbox = await Toolbox.start(load_mcp_config(settings.mcp_config_path()))
+        try:
+            llm = LLM.from_settings(settings)
+            engine = Engine(
+                store,
+                {
+                    TaskKind.TOOL: ToolExecutor(toolbox),
+                    TaskKind.LLM: LlmExecutor(llm),
+                    TaskKind.SUMMARY: SummaryExecutor(llm),
+                },
+                planner=LLMPlanner(llm, toolbox, max_tasks=settings.max_tasks),
+                config=EngineConfig(
+                    max_concurrency=settings.max_concurrency,
+                    max_total_concurrency=settings.max_total_concurrency,
+                    task_timeout=settings.task_timeout,
+                    retry=RetryPolicy(),
+                    max_tasks=settings.max_tasks,
+                ),
+            )
+            try:
+                yield Runtime(settings=settings, store=store, toolbox=toolbox, llm=llm, engine=engine)
+            finally:
+                await engine.close()
+                await llm.aclose()
+        finally:
+            await toolbox.aclose()
+    finally:
+        await store.close()

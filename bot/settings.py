@@ -1,0 +1,71 @@
+"""Configuration, read once from the environment (and a .env file) into a frozen object."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_MODEL = "gpt-5-mini"
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
+    )
+
+    slack_bot_token: SecretStr | None = Field(default=None, alias="SLACK_BOT_TOKEN")
+    slack_app_token: SecretStr | None = Field(default=None, alias="SLACK_APP_TOKEN")
+    slack_signing_secret: SecretStr | None = Field(default=None, alias="SLACK_SIGNING_SECRET")
+    slack_api_url: str | None = Field(default=None, alias="SLACK_API_URL")
+    port: int = Field(default=3000, ge=1, le=65535, alias="PORT")
+
+    openai_api_key: SecretStr | None = Field(default=None, alias="OPENAI_API_KEY")
+    openai_base_url: str | None = Field(default=None, alias="OPENAI_BASE_URL")
+    model: str = Field(default=DEFAULT_MODEL, min_length=1, alias="DAGBOT_MODEL")
+    llm_timeout: float = Field(default=120.0, gt=0, alias="DAGBOT_LLM_TIMEOUT")
+
+    database_url: str = Field(default="sqlite:///dagbot.sqlite3", alias="DATABASE_URL")
+    mcp_config: Path | None = Field(default=None, alias="DAGBOT_MCP_CONFIG")
+
+    max_concurrency: int = Field(default=8, ge=1, le=256, alias="DAGBOT_MAX_CONCURRENCY")
+    max_total_concurrency: int = Field(
+        default=32, ge=1, le=1024, alias="DAGBOT_MAX_TOTAL_CONCURRENCY"
+    )
+    task_timeout: float = Field(default=300.0, gt=0, alias="DAGBOT_TASK_TIMEOUT")
+    max_tasks: int = Field(default=50, ge=2, le=500, alias="DAGBOT_MAX_TASKS")
+    max_goal_chars: int = Field(default=4000, ge=10, alias="DAGBOT_MAX_GOAL_CHARS")
+
+    def mcp_config_path(self) -> Path | None:
+        """DAGBOT_MCP_CONFIG, else ./mcp.json when it exists, else None (no tools)."""
+        if self.mcp_config is not None:
+            return self.mcp_config
+        default = Path("mcp.json")
+        return default if default.exists() else None
+
+    def require(self, *variables: str) -> None:
+        """Stop with one line naming the first of `variables` that is unset or empty."""
+        fields = {
+            (info.alias or name): name for name, info in type(self).model_fields.items()
+        }
+        for variable in variables:
+            value = getattr(self, fields[variable])
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            if not value:
+                raise ConfigError(f"{variable} is not set; it is required to run this command.")
+
+
+def load_settings() -> Settings:
+    """Read the environment once; a malformed value raises ConfigError naming its variable."""
+    try:
+        return Settings()
+    except ValidationError as error:
+        first = error.errors()[0]
+        variable = ".".join(str(part) for part in first["loc"]) or "configuration"
+        raise ConfigError(f"{variable} is invalid: {first['msg']}.") from None

@@ -1,0 +1,1 @@
+"""Persistence of runs, tasks and events. Knows nothing about Slack or LLMs."""

@@ -1,0 +1,15 @@
+"""Errors of the storage layer."""
+
+from __future__ import annotations
+
+
+class StorageError(Exception):
+    """The run store could not be opened or used."""
+
+
+class UnsupportedDatabaseURL(StorageError):
+    """DATABASE_URL names a database dagbot cannot use."""
+
+
+class DatabaseUnusable(StorageError):
+    """The database file is corrupt, is not dagbot's, or was written by a newer dagbot."""

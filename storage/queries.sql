@@ -1,0 +1,130 @@
+-- All of dagbot's SQL. Blocks start with `-- name: <name>`; storage/sql.py loads them once.
+-- Migrations are named `migration_<version>` and applied in order at start-up.
+
+-- name: migration_1
+CREATE TABLE runs (
+    id            TEXT PRIMARY KEY,
+    goal          TEXT NOT NULL,
+    status        TEXT NOT NULL,
+    plan_json     TEXT,
+    error         TEXT,
+    requester     TEXT,
+    thread_key    TEXT,
+    parent_run_id TEXT REFERENCES runs (id),
+    meta_json     TEXT NOT NULL DEFAULT '{}',
+    created_at    REAL NOT NULL,
+    updated_at    REAL NOT NULL
+);
+CREATE INDEX runs_status ON runs (status);
+CREATE INDEX runs_requester ON runs (requester, created_at);
+CREATE INDEX runs_thread ON runs (thread_key, created_at);
+CREATE TABLE tasks (
+    run_id      TEXT NOT NULL REFERENCES runs (id),
+    id          TEXT NOT NULL,
+    position    INTEGER NOT NULL,
+    spec_json   TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    started_at  REAL,
+    finished_at REAL,
+    output      TEXT,
+    error       TEXT,
+    PRIMARY KEY (run_id, id)
+);
+CREATE TABLE events (
+    seq       INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id    TEXT NOT NULL,
+    task_id   TEXT,
+    kind      TEXT NOT NULL,
+    at        REAL NOT NULL,
+    data_json TEXT
+);
+CREATE INDEX events_run ON events (run_id, seq);
+CREATE TABLE inbox (
+    event_id    TEXT PRIMARY KEY,
+    received_at REAL NOT NULL
+);
+CREATE TABLE usage (
+    id                INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id            TEXT NOT NULL,
+    task_id           TEXT,
+    model             TEXT NOT NULL,
+    prompt_tokens     INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    at                REAL NOT NULL
+);
+CREATE INDEX usage_run ON usage (run_id);
+
+-- name: insert_run
+INSERT INTO runs (id, goal, status, requester, thread_key, parent_run_id, meta_json,
+                  created_at, updated_at)
+VALUES (:id, :goal, :status, :requester, :thread_key, :parent_run_id, :meta_json, :at, :at);
+
+-- name: set_plan
+UPDATE runs SET plan_json = :plan_json, status = :status, updated_at = :at WHERE id = :id;
+
+-- name: insert_task
+INSERT INTO tasks (run_id, id, position, spec_json, status)
+VALUES (:run_id, :id, :position, :spec_json, 'pending');
+
+-- name: update_run_status
+UPDATE runs SET status = :status, error = COALESCE(:error, error), updated_at = :at
+WHERE id = :run_id;
+
+-- name: update_task
+UPDATE tasks SET
+    status      = :status,
+    attempts    = attempts + :attempt_increment,
+    started_at  = CASE WHEN :status = 'running' THEN :at ELSE started_at END,
+    finished_at = CASE WHEN :status IN ('succeeded', 'failed', 'skipped', 'cancelled')
+                       THEN :at ELSE NULL END,
+    output      = CASE WHEN :status IN ('pending', 'running') THEN NULL
+                       ELSE COALESCE(:output, output) END,
+    error       = CASE WHEN :status IN ('pending', 'running', 'succeeded') THEN NULL
+                       ELSE COALESCE(:error, error) END
+WHERE run_id = :run_id AND id = :task_id;
+
+-- name: insert_event
+INSERT INTO events (run_id, task_id, kind, at, data_json)
+VALUES (:run_id, :task_id, :kind, :at, :data_json);
+
+-- name: update_meta
+UPDATE runs SET meta_json = :meta_json, updated_at = :at WHERE id = :id;
+
+-- name: select_run
+SELECT * FROM runs WHERE id = :id;
+
+-- name: select_tasks
+SELECT * FROM tasks WHERE run_id = :run_id ORDER BY position;
+
+-- name: select_unfinished_runs
+SELECT id FROM runs WHERE status IN ('planning', 'running') ORDER BY created_at;
+
+-- name: select_recent_runs
+SELECT * FROM runs
+WHERE (:requester IS NULL OR requester = :requester)
+ORDER BY created_at DESC, rowid DESC LIMIT :limit;
+
+-- name: select_latest_run_in_thread
+SELECT * FROM runs WHERE thread_key = :thread_key ORDER BY created_at DESC, rowid DESC LIMIT 1;
+
+-- name: select_runs_by_prefix
+SELECT * FROM runs WHERE substr(id, 1, length(:prefix)) = :prefix ORDER BY created_at DESC LIMIT 2;
+
+-- name: select_events
+SELECT * FROM events WHERE run_id = :run_id ORDER BY seq;
+
+-- name: insert_inbox
+INSERT OR IGNORE INTO inbox (event_id, received_at) VALUES (:event_id, :at);
+
+-- name: prune_inbox
+DELETE FROM inbox WHERE received_at < :before;
+
+-- name: insert_usage
+INSERT INTO usage (run_id, task_id, model, prompt_tokens, completion_tokens, at)
+VALUES (:run_id, :task_id, :model, :prompt_tokens, :completion_tokens, :at);
+
+-- name: select_usage
+SELECT task_id, model, SUM(prompt_tokens) AS prompt_tokens,
+       SUM(completion_tokens) AS completion_tokens, COUNT(*) AS calls
+FROM usage WHERE run_id = :run_id GROUP BY task_id, model ORDER BY MIN(id);

@@ -1,0 +1,61 @@
+"""The narrow interface the scheduler and front ends depend on."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from storage.records import (
+    Event,
+    NewRun,
+    RunRecord,
+    TaskRecord,
+    Transition,
+    UsageRecord,
+    UsageTotal,
+)
+
+
+class Store(Protocol):
+    async def create_run(self, new: NewRun) -> tuple[RunRecord, Event]:
+        """Record a run in status planning."""
+        ...
+
+    async def set_plan(self, run_id: str, plan: dict[str, Any]) -> Event:
+        """Store the plan and one pending row per task; the run becomes running."""
+        ...
+
+    async def record(self, transition: Transition) -> Event:
+        """Commit one transition with its event; concurrent calls share one transaction."""
+        ...
+
+    async def update_meta(self, run_id: str, patch: dict[str, Any]) -> RunRecord:
+        """Merge `patch` into the run's front-end metadata (None values delete keys)."""
+        ...
+
+    async def get_run(self, run_id: str) -> RunRecord | None: ...
+
+    async def get_tasks(self, run_id: str) -> list[TaskRecord]: ...
+
+    async def find_run(self, id_or_prefix: str) -> RunRecord | None:
+        """A run by id or unambiguous id prefix."""
+        ...
+
+    async def unfinished_runs(self) -> list[str]: ...
+
+    async def recent_runs(
+        self, *, requester: str | None = None, limit: int = 20
+    ) -> list[RunRecord]: ...
+
+    async def latest_run_in_thread(self, thread_key: str) -> RunRecord | None: ...
+
+    async def events(self, run_id: str) -> list[Event]: ...
+
+    async def claim_delivery(self, event_id: str) -> bool:
+        """True the first time an external event id is seen, False on every redelivery."""
+        ...
+
+    async def record_usage(self, usage: UsageRecord) -> None: ...
+
+    async def usage(self, run_id: str) -> list[UsageTotal]: ...
+
+    async def close(self) -> None: ...
