@@ -1,0 +1,285 @@
+"""The LLM planner: goal + tool catalogue -> a valid Plan, repairing invalid answers twice at most.
+
+Strict structured output cannot express a free-form object, so the model answers in a wire format
+where each task's arguments are a JSON-encoded string (`args_json`) and every field is present
+(nullable where optional). `parse_answer` turns an answer into a canonical Plan or into the exact
+problems to send back; it is pure, and the planner is the thin loop around it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from scheduler.catalogue import ToolSpec
+from scheduler.errors import PlanningFailed, TaskError
+from scheduler.executor import PlanRequest
+from scheduler.llm import LLM, Completion, Message
+from scheduler.plan import Plan, TaskKind
+from scheduler.prompts import planner_messages, repair_message, truncate
+from scheduler.validation import DEFAULT_MAX_TASKS, validate_plan
+
+log = logging.getLogger(__name__)
+
+MAX_REPAIRS = 2
+SCHEMA_NAME = "dagbot_plan"
+_ECHO_BUDGET = 2_000
+"""Characters of a rejected answer echoed back in the repair conversation."""
+
+
+class ToolCatalogue(Protocol):
+    """Where the planner learns which tools exist (scheduler.toolbox.Toolbox fits)."""
+
+    async def catalogue(self) -> Mapping[str, ToolSpec]: ...
+
+
+class WireTask(BaseModel):
+    # Lenient on purpose: servers without strict mode may drop null fields or send `args` as an
+    # object; what matters is caught by the Plan model and validate_plan with a clear message.
+    model_config = ConfigDict(extra="ignore")
+
+    id: str
+    kind: TaskKind
+    title: str
+    tool: str | None = None
+    args_json: str | None = None
+    args: dict[str, Any] | None = None
+    prompt: str | None = None
+    deps: list[str] = []
+
+
+class WirePlan(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    title: str
+    tasks: list[WireTask]
+
+
+def plan_schema(tool_names: list[str]) -> dict[str, Any]:
+    """The strict JSON schema of the wire format; `tool` is limited to the known tool names."""
+    tool: dict[str, Any] = (
+        {"type": ["string", "null"], "enum": [*sorted(tool_names), None]}
+        if tool_names
+        else {"type": "null"}
+    )
+    nullable_string = {"type": ["string", "null"]}
+    task = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["id", "kind", "title", "tool", "args_json", "prompt", "deps"],
+        "properties": {
+            "id": {"type": "string", "description": 'Unique id such as "t1".'},
+            "kind": {"type": "string", "enum": [kind.value for kind in TaskKind]},
+            "title": {"type": "string", "description": "A few words for the user."},
+            "tool": tool,
+            "args_json": {
+                **nullable_string,
+                "description": "Tool tasks: the arguments as a JSON object in a string.",
+            },
+            "prompt": {**nullable_string, "description": "llm tasks: the instruction."},
+            "deps": {"type": "array", "items": {"type": "string"}},
+        },
+    }
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["title", "tasks"],
+        "properties": {
+            "title": {"type": "string", "description": "The plan in a few words."},
+            "tasks": {"type": "array", "items": task},
+        },
+    }
+
+
+def to_wire(plan: Plan) -> dict[str, Any]:
+    """A canonical plan in the wire format: what a model's answer for it looks like."""
+    return {
+        "title": plan.title,
+        "tasks": [
+            {
+                "id": task.id,
+                "kind": task.kind.value,
+                "title": task.title,
+                "tool": task.tool,
+                "args_json": json.dumps(task.args) if task.kind is TaskKind.TOOL else None,
+                "prompt": task.prompt,
+                "deps": list(task.deps),
+            }
+            for task in plan.tasks
+        ],
+    }
+
+
+def parse_answer(
+    completion: Completion,
+    *,
+    catalogue: Mapping[str, ToolSpec],
+    max_tasks: int = DEFAULT_MAX_TASKS,
+) -> Plan | list[str]:
+    """A valid Plan from the model's answer, or every problem that stops it being one."""
+    if completion.refusal:
+        return [
+            f"The model declined to plan ({completion.refusal.strip()}). If the goal cannot be "
+            "done with the available tools, a plan whose summary task explains what cannot be "
+            "done and why is the right answer."
+        ]
+    content = (completion.content or "").strip()
+    if completion.truncated:
+        return [
+            "The answer was cut off at the output length limit before the plan was complete; "
+            "a smaller plan is needed (fewer tasks, shorter titles and prompts)."
+        ]
+    if not content:
+        return ["The answer was empty; the plan must be returned as one JSON object."]
+    try:
+        raw = json.loads(content)
+    except json.JSONDecodeError as error:
+        return [
+            f"The answer is not valid JSON ({error.msg} at line {error.lineno}, column "
+            f"{error.colno}); only the plan, as one JSON object, is expected."
+        ]
+    try:
+        wire = WirePlan.model_validate(raw)
+    except ValidationError as error:
+        return field_problems(error, raw)
+    return plan_from_wire(wire, catalogue=catalogue, max_tasks=max_tasks)
+
+
+def plan_from_wire(
+    wire: WirePlan,
+    *,
+    catalogue: Mapping[str, ToolSpec],
+    max_tasks: int = DEFAULT_MAX_TASKS,
+) -> Plan | list[str]:
+    """The canonical Plan for a wire plan, validated against the catalogue, or its problems."""
+    problems: list[str] = []
+    tasks: list[dict[str, Any]] = []
+    for task in wire.tasks:
+        args, problem = _arguments(task)
+        if problem:
+            problems.append(problem)
+        tasks.append(
+            {
+                "id": task.id,
+                "kind": task.kind,
+                "title": task.title,
+                "tool": task.tool or None,
+                "args": args,
+                "prompt": task.prompt,
+                "deps": task.deps,
+            }
+        )
+    if problems:
+        return problems
+    candidate = {"title": wire.title, "tasks": tasks}
+    try:
+        plan = Plan.model_validate(candidate)
+    except ValidationError as error:
+        return field_problems(error, candidate)
+    return validate_plan(plan, catalogue=catalogue, max_tasks=max_tasks) or plan
+
+
+def _arguments(task: WireTask) -> tuple[dict[str, Any], str | None]:
+    if task.args_json is None or not task.args_json.strip():
+        return (task.args or {}), None
+    try:
+        args = json.loads(task.args_json)
+    except json.JSONDecodeError as error:
+        return {}, (
+            f"Task {task.id!r}: args_json is not valid JSON ({error.msg}); it must be a JSON "
+            'object encoded as a string, such as "{\\"city\\": \\"Tokyo\\"}".'
+        )
+    if not isinstance(args, dict):
+        return {}, (
+            f"Task {task.id!r}: args_json must encode a JSON object, not "
+            f"{type(args).__name__ if args is not None else 'null'}."
+        )
+    return args, None
+
+
+def field_problems(error: ValidationError, raw: Any) -> list[str]:
+    """One sentence per schema error, naming the task by its id where the answer gives one."""
+    problems = []
+    for detail in error.errors():
+        location = list(detail["loc"])
+        where = "The plan"
+        if len(location) >= 2 and location[0] == "tasks" and isinstance(location[1], int):
+            task_id = _task_id_at(raw, location[1])
+            where = f"Task {task_id!r}" if task_id else f"Task number {location[1] + 1}"
+            location = location[2:]
+        field = "/".join(str(part) for part in location)
+        problems.append(f"{where}{f', field {field!r}' if field else ''}: {detail['msg']}.")
+    return problems
+
+
+def _task_id_at(raw: Any, index: int) -> str | None:
+    tasks = raw.get("tasks") if isinstance(raw, dict) else None
+    if isinstance(tasks, list) and 0 <= index < len(tasks) and isinstance(tasks[index], dict):
+        task_id = tasks[index].get("id")
+        return task_id if isinstance(task_id, str) and task_id else None
+    return None
+
+
+def failure_message(problems: list[str], attempts: int) -> str:
+    """What the user reads when no valid plan came out."""
+    listed = "\n".join(f"- {problem}" for problem in problems)
+    return (
+        f"I could not make a valid plan for this goal ({attempts} attempts). "
+        f"The last answer had these problems:\n{listed}"
+    )
+
+
+class LLMPlanner:
+    """The engine's Planner: asks the model, validates, repairs up to MAX_REPAIRS times."""
+
+    def __init__(
+        self,
+        llm: LLM,
+        toolbox: ToolCatalogue,
+        *,
+        max_tasks: int = DEFAULT_MAX_TASKS,
+        max_repairs: int = MAX_REPAIRS,
+    ) -> None:
+        self._llm = llm
+        self._toolbox = toolbox
+        self._max_tasks = max_tasks
+        self._max_repairs = max_repairs
+
+    async def __call__(self, request: PlanRequest) -> Plan:
+        """Return a valid plan for the request's goal, or raise PlanningFailed for the user."""
+        catalogue = dict(await self._toolbox.catalogue())
+        schema = plan_schema(list(catalogue))
+        messages = planner_messages(
+            goal=request.goal,
+            history=request.history,
+            catalogue=catalogue,
+            max_tasks=self._max_tasks,
+        )
+        attempts = self._max_repairs + 1
+        problems: list[str] = []
+        for attempt in range(1, attempts + 1):
+            try:
+                completion = await self._llm.complete_structured(
+                    messages, name=SCHEMA_NAME, schema=schema, usage=request.record_usage
+                )
+            except TaskError as error:
+                raise PlanningFailed(
+                    f"I could not plan this goal because the language model call failed: {error}"
+                ) from error
+            outcome = parse_answer(completion, catalogue=catalogue, max_tasks=self._max_tasks)
+            if isinstance(outcome, Plan):
+                return outcome
+            problems = outcome
+            log.info(
+                "plan for run %s rejected (attempt %d of %d): %s",
+                request.run_id, attempt, attempts, "; ".join(problems),
+            )  # fmt: skip
+            echo = completion.content or completion.refusal or ""
+            if echo:
+                messages.append(Message(role="assistant", content=truncate(echo, _ECHO_BUDGET)))
+            messages.append(repair_message(problems))
+        raise PlanningFailed(failure_message(problems, attempts))

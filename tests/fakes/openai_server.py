@@ -1,0 +1,390 @@
+"""A fake OpenAI-compatible server: real HTTP, scripted replies, every request recorded.
+
+It speaks `POST /v1/chat/completions` (plain and `stream: true`), so the real `openai` client is
+used unchanged: point it (or `OPENAI_BASE_URL`) at `server.base_url`.
+
+Usage::
+
+    from tests.fakes.openai_server import FakeOpenAI, Reply, fake_openai_server
+
+    async with fake_openai_server() as server:          # or the `fake_openai` fixture
+        server.script(
+            Reply.json({"title": ..., "tasks": [...]}),  # first request gets this
+            "plain text answer",                         # a str is shorthand for Reply.text(...)
+            Reply.http_error(429, retry_after=0.01),     # then a rate limit (the SDK retries)
+            lambda request: Reply.text(request.last_user.upper()),  # computed from the request
+        )
+        ... run code that talks to server.base_url ...
+        assert server.requests[0].is_structured       # the planner asked for json_schema output
+        assert "Tokyo" in server.requests[1].transcript
+
+A planner answer is in the planner's wire format (arguments as a JSON string, `args_json`):
+build it from a canonical plan with `Reply.json(scheduler.planner.to_wire(plan))`.
+
+Replies are consumed in order, one per request. When the queue is empty the `fallback` responder
+answers (set it with `server.respond_with(fn)`; useful in end-to-end tests that answer by request
+content, e.g. `lambda r: plan if r.is_structured else "done"`). With neither, the server answers
+500 with `x-should-retry: false` and a message saying no reply was scripted, and records the
+request in `server.unscripted` so a test can assert that nothing unexpected was asked. A responder
+that raises gets the same 500 answer, and its exception lands in `server.responder_errors`.
+
+A responder may be async (e.g. to wait on an `asyncio.Event` and hold a call open while a test
+cancels a run). `await server.wait_for_requests(n)` waits, without sleeping, until n requests have
+arrived.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import itertools
+import json
+import socket
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest_asyncio
+from aiohttp import web
+
+FAKE_API_KEY = "sk-fake-test-key-0123456789"
+"""An API key to configure clients with; the server records but never checks it."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChatRequest:
+    """One recorded request: its JSON body and headers, with readers for common questions."""
+
+    body: dict[str, Any]
+    headers: Mapping[str, str]
+
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        messages = self.body.get("messages", [])
+        return messages if isinstance(messages, list) else []
+
+    @property
+    def model(self) -> str | None:
+        model = self.body.get("model")
+        return model if isinstance(model, str) else None
+
+    @property
+    def is_structured(self) -> bool:
+        """True when the request asks for `response_format` of type json_schema."""
+        response_format = self.body.get("response_format")
+        return isinstance(response_format, dict) and response_format.get("type") == "json_schema"
+
+    @property
+    def is_stream(self) -> bool:
+        return bool(self.body.get("stream"))
+
+    @property
+    def system(self) -> str:
+        """Text of the system (or developer) messages."""
+        return "\n".join(
+            message_text(m) for m in self.messages if m.get("role") in ("system", "developer")
+        )
+
+    @property
+    def last_user(self) -> str:
+        """Text of the last user message ('' when there is none)."""
+        users = [m for m in self.messages if m.get("role") == "user"]
+        return message_text(users[-1]) if users else ""
+
+    @property
+    def transcript(self) -> str:
+        """Every message's text, joined by newlines: handy for `in` assertions."""
+        return "\n".join(message_text(m) for m in self.messages)
+
+
+def message_text(message: Mapping[str, Any]) -> str:
+    """The text of one chat message, whether its content is a string or a list of parts."""
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(part.get("text", "") for part in content if isinstance(part, dict))
+    return ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Reply:
+    """One scripted answer: a completion (content, refusal, finish reason) or an HTTP error."""
+
+    content: str | None = None
+    refusal: str | None = None
+    finish_reason: str = "stop"
+    status: int = 200
+    error_message: str = ""
+    headers: Mapping[str, str] = field(default_factory=dict)
+    prompt_tokens: int = 11
+    completion_tokens: int = 7
+
+    @classmethod
+    def text(cls, content: str, **kwargs: Any) -> Reply:
+        return cls(content=content, **kwargs)
+
+    @classmethod
+    def json(cls, value: Any, **kwargs: Any) -> Reply:
+        """A completion whose content is `value` encoded as JSON (a structured-output answer)."""
+        return cls(content=json.dumps(value), **kwargs)
+
+    @classmethod
+    def refused(cls, reason: str = "I can't help with that.") -> Reply:
+        return cls(refusal=reason)
+
+    @classmethod
+    def truncated(cls, partial: str = '{"title": "cut') -> Reply:
+        """A completion cut off at the token limit (`finish_reason: length`)."""
+        return cls(content=partial, finish_reason="length")
+
+    @classmethod
+    def http_error(
+        cls,
+        status: int,
+        message: str = "",
+        *,
+        retry_after: float | None = None,
+        should_retry: bool | None = None,
+    ) -> Reply:
+        """An error response as OpenAI sends it; `retry_after` sets the Retry-After header."""
+        headers: dict[str, str] = {}
+        if retry_after is not None:
+            headers["retry-after"] = repr(retry_after)
+        if should_retry is not None:
+            headers["x-should-retry"] = "true" if should_retry else "false"
+        return cls(status=status, error_message=message or f"fake error {status}", headers=headers)
+
+
+Responder = Callable[[ChatRequest], Reply | str | Awaitable[Reply | str]]
+Step = Reply | str | Responder
+
+
+class FakeOpenAI:
+    """The server's state: the reply script, the fallback responder and the recorded requests."""
+
+    def __init__(self) -> None:
+        self.base_url = ""
+        self.api_key = FAKE_API_KEY
+        self.requests: list[ChatRequest] = []
+        self.unscripted: list[ChatRequest] = []
+        self.responder_errors: list[Exception] = []
+        self.fallback: Responder | None = None
+        self._script: deque[Step] = deque()
+        self._arrived = asyncio.Condition()
+        self._ids = itertools.count(1)
+
+    def script(self, *steps: Step) -> None:
+        """Queue replies, answered in order, one per request."""
+        self._script.extend(steps)
+
+    def respond_with(self, responder: Responder | None) -> None:
+        """Answer requests with `responder` whenever the script is empty."""
+        self.fallback = responder
+
+    @property
+    def pending(self) -> int:
+        """Scripted replies not yet consumed."""
+        return len(self._script)
+
+    @property
+    def structured_requests(self) -> list[ChatRequest]:
+        return [r for r in self.requests if r.is_structured]
+
+    @property
+    def text_requests(self) -> list[ChatRequest]:
+        return [r for r in self.requests if not r.is_structured]
+
+    async def wait_for_requests(self, count: int) -> list[ChatRequest]:
+        """Wait until at least `count` requests have arrived; return them."""
+        async with self._arrived:
+            await self._arrived.wait_for(lambda: len(self.requests) >= count)
+        return self.requests[:count]
+
+    async def handle(self, http_request: web.Request) -> web.StreamResponse:
+        try:
+            body = await http_request.json()
+        except json.JSONDecodeError:
+            return _error_response(Reply.http_error(400, "request body is not JSON"))
+        if not isinstance(body, dict):
+            return _error_response(Reply.http_error(400, "request body is not a JSON object"))
+        request = ChatRequest(body=body, headers=dict(http_request.headers))
+        async with self._arrived:
+            self.requests.append(request)
+            self._arrived.notify_all()
+
+        reply = await self._reply_for(request)
+        if reply.status != 200:
+            return _error_response(reply)
+        completion_id = f"chatcmpl-fake-{next(self._ids)}"
+        model = request.model or "fake-model"
+        if request.is_stream:
+            return await _stream(http_request, reply, completion_id, model, request)
+        return web.json_response(_completion(reply, completion_id, model), headers=reply.headers)
+
+    async def _reply_for(self, request: ChatRequest) -> Reply:
+        step: Step | None = self._script.popleft() if self._script else self.fallback
+        if step is None:
+            self.unscripted.append(request)
+            return Reply.http_error(
+                500,
+                f"fake OpenAI server: no reply scripted for request {len(self.requests)}",
+                should_retry=False,
+            )
+        if callable(step):
+            try:
+                produced = step(request)
+                step = await produced if inspect.isawaitable(produced) else produced
+            except Exception as error:
+                # A broken responder is the test's bug: answer so the SDK does not retry, and keep
+                # the error for the test to see.
+                self.responder_errors.append(error)
+                return Reply.http_error(
+                    500, f"fake OpenAI server: responder raised {error!r}", should_retry=False
+                )
+        return Reply.text(step) if isinstance(step, str) else step
+
+
+def _completion(reply: Reply, completion_id: str, model: str) -> dict[str, Any]:
+    return {
+        "id": completion_id,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {
+                    "role": "assistant",
+                    "content": reply.content,
+                    "refusal": reply.refusal,
+                },
+                "finish_reason": reply.finish_reason,
+                "logprobs": None,
+            }
+        ],
+        "usage": _usage(reply),
+    }
+
+
+def _usage(reply: Reply) -> dict[str, int]:
+    return {
+        "prompt_tokens": reply.prompt_tokens,
+        "completion_tokens": reply.completion_tokens,
+        "total_tokens": reply.prompt_tokens + reply.completion_tokens,
+    }
+
+
+async def _stream(
+    http_request: web.Request,
+    reply: Reply,
+    completion_id: str,
+    model: str,
+    request: ChatRequest,
+) -> web.StreamResponse:
+    response = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", **reply.headers}
+    )
+    await response.prepare(http_request)
+    created = int(time.time())
+
+    async def send(choices: list[dict[str, Any]], **extra: Any) -> None:
+        chunk = {
+            "id": completion_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": choices,
+            **extra,
+        }
+        await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
+
+    await send([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
+    if reply.refusal is not None:
+        await send([{"index": 0, "delta": {"refusal": reply.refusal}, "finish_reason": None}])
+    for piece in _pieces(reply.content or ""):
+        await send([{"index": 0, "delta": {"content": piece}, "finish_reason": None}])
+    await send([{"index": 0, "delta": {}, "finish_reason": reply.finish_reason}])
+    options = request.body.get("stream_options")
+    if isinstance(options, dict) and options.get("include_usage"):
+        await send([], usage=_usage(reply))
+    await response.write(b"data: [DONE]\n\n")
+    await response.write_eof()
+    return response
+
+
+def _pieces(text: str) -> list[str]:
+    """Split text into word-sized pieces that join back to exactly `text`."""
+    pieces: list[str] = []
+    current = ""
+    for char in text:
+        current += char
+        if char.isspace():
+            pieces.append(current)
+            current = ""
+    if current:
+        pieces.append(current)
+    return pieces
+
+
+def _error_response(reply: Reply) -> web.Response:
+    kind = {
+        400: "invalid_request_error",
+        401: "invalid_request_error",
+        403: "permission_error",
+        404: "not_found_error",
+        429: "rate_limit_error",
+    }.get(reply.status, "server_error")
+    body = {"error": {"message": reply.error_message, "type": kind, "param": None, "code": None}}
+    return web.json_response(body, status=reply.status, headers=reply.headers)
+
+
+@dataclass(frozen=True, kw_only=True)
+class UsageCall:
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class UsageLog:
+    """A UsageSink that remembers each call: for tests that drive LLM code without the engine."""
+
+    def __init__(self) -> None:
+        self.calls: list[UsageCall] = []
+
+    async def __call__(self, model: str, prompt_tokens: int, completion_tokens: int) -> None:
+        self.calls.append(
+            UsageCall(model=model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+        )
+
+
+@asynccontextmanager
+async def fake_openai_server() -> AsyncIterator[FakeOpenAI]:
+    """Serve a FakeOpenAI on 127.0.0.1 (a free port) for the duration of the block."""
+    fake = FakeOpenAI()
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", fake.handle)
+    # A client that gives up (timeout, cancelled run) cancels its handler, so a responder held on
+    # an event never outlives the test; shutdown does not wait long for stragglers.
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0, handler_cancellation=True)
+    await runner.setup()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        await web.SockSite(runner, sock).start()
+        fake.base_url = f"http://127.0.0.1:{port}/v1"
+        yield fake
+    finally:
+        await runner.cleanup()
+        sock.close()
+
+
+@pytest_asyncio.fixture
+async def fake_openai() -> AsyncIterator[FakeOpenAI]:
+    """A running fake OpenAI server; its `base_url` and `api_key` configure a client."""
+    async with fake_openai_server() as server:
+        yield server
