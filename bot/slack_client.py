@@ -1,0 +1,91 @@
+"""The Slack Web API client, with the retry handlers slack_sdk leaves out by default."""
+
+from __future__ import annotations
+
+import aiohttp
+from slack_sdk.errors import SlackApiError, SlackClientError
+from slack_sdk.http_retry.async_handler import AsyncRetryHandler
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+    AsyncServerErrorRetryHandler,
+)
+from slack_sdk.web.async_client import AsyncWebClient
+
+SLACK_API_URL = "https://slack.com/api/"
+
+# Errors after which trying the same call again later may succeed.
+TRANSIENT_ERRORS = frozenset(
+    {
+        "ratelimited",
+        "rate_limited",
+        "internal_error",
+        "fatal_error",
+        "service_unavailable",
+        "request_timeout",
+        "team_added_to_org",
+    }
+)
+
+
+def make_client(
+    token: str, base_url: str | None = None, *, rate_limit_retries: int = 2
+) -> AsyncWebClient:
+    """An AsyncWebClient that retries 429s after Retry-After, plus connection and 5xx errors.
+
+    `base_url` is SLACK_API_URL (None: Slack's own); a missing trailing slash is added, since
+    slack_sdk joins method names onto it.
+    """
+    handlers: list[AsyncRetryHandler] = [
+        AsyncRateLimitErrorRetryHandler(max_retry_count=rate_limit_retries),
+        AsyncConnectionErrorRetryHandler(max_retry_count=2),
+        AsyncServerErrorRetryHandler(max_retry_count=2),
+    ]
+    return AsyncWebClient(
+        token=token, base_url=normalise_base_url(base_url), retry_handlers=handlers
+    )
+
+
+def normalise_base_url(base_url: str | None) -> str:
+    """Slack's API URL when unset; otherwise the given URL ending in exactly one slash."""
+    if not base_url or not base_url.strip():
+        return SLACK_API_URL
+    return base_url.strip().rstrip("/") + "/"
+
+
+def error_code(error: BaseException) -> str:
+    """Slack's error code (`channel_not_found`, `ratelimited`, ...) or the exception's type name.
+
+    Safe to log: it never contains the request, so never a token.
+    """
+    if isinstance(error, SlackApiError):
+        code = error.response.get("error") if error.response is not None else None
+        if error.response is not None and error.response.status_code == 429:
+            return "ratelimited"
+        return str(code) if code else f"http_{getattr(error.response, 'status_code', '?')}"
+    return type(error).__name__
+
+
+def is_transient(error: BaseException) -> bool:
+    """True when the same Slack call may succeed later (rate limits, 5xx, network trouble)."""
+    if isinstance(error, SlackApiError):
+        status = error.response.status_code if error.response is not None else 0
+        return status == 429 or status >= 500 or error_code(error) in TRANSIENT_ERRORS
+    if isinstance(error, SlackClientError):
+        return False
+    return isinstance(error, aiohttp.ClientError | OSError | TimeoutError)
+
+
+def retry_after(error: BaseException) -> float | None:
+    """The Retry-After of a 429 that slack_sdk's own retries did not absorb, in seconds."""
+    if not isinstance(error, SlackApiError) or error.response is None:
+        return None
+    headers = error.response.headers or {}
+    for name, value in headers.items():
+        if name.lower() == "retry-after":
+            raw = value[0] if isinstance(value, list) else value
+            try:
+                return max(0.0, float(raw))
+            except (TypeError, ValueError):
+                return None
+    return None

@@ -1,0 +1,762 @@
+"""A fake Slack Web API: real HTTP, answers like Slack, records every call, fails on demand.
+
+It serves `GET|POST /api/<method>` with form, query or JSON bodies (as slack_sdk sends them),
+checks `Authorization: Bearer <token>`, keeps the messages it was sent (so `chat.update`,
+`conversations.replies` and streaming work against real state) and enforces Slack's limits
+(50 blocks, 3,000 characters of section text, 4,000 characters of message text, 12,000 of
+markdown), so code that breaks them fails here as it would on Slack.
+
+Usage::
+
+    from tests.fakes.slack_api import FakeSlack, fake_slack_server
+
+    async with fake_slack_server() as slack:            # or the `fake_slack` fixture
+        client = AsyncWebClient(token=slack.bot_token, base_url=slack.base_url)
+        slack.rate_limit("chat.update", times=3)          # next 3 chat.update get 429
+        slack.fail("chat.startStream", "not_allowed")     # every startStream fails (times=None)
+        slack.reject_block_types("plan", "task_card")     # those blocks answer invalid_blocks
+        ... run code ...
+        await slack.wait_for_call("chat.postMessage", lambda c: c.body.get("thread_ts") == ts)
+        await slack.wait_for(lambda s: "done" in s.message(channel, ts).text)
+        assert len(slack.calls_to("chat.update")) < 10
+
+Every call is recorded in arrival order as a `SlackCall` with its parsed body and the answer it
+got (`ok`, `error`, HTTP `status`); failed and rate-limited calls are recorded too. Waiting
+helpers use an `asyncio.Condition` (no sleeps) and fail with a description of what was seen
+after `within` seconds, so a broken test reports instead of hanging.
+
+`slack.hold("chat.update")` makes calls of that method wait (recorded as held) until
+`slack.release("chat.update")`: tests use it to keep a request in flight deterministically.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import socket
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest_asyncio
+from aiohttp import web
+
+FAKE_BOT_TOKEN = "xoxb-fake-0000-test-token"
+FAKE_TEAM_ID = "T0FAKE001"
+FAKE_BOT_USER_ID = "U0FAKEBOT"
+FAKE_BOT_ID = "B0FAKEBOT"
+
+MAX_BLOCKS = 50
+MAX_SECTION_TEXT = 3000
+MAX_MESSAGE_TEXT = 4000
+MAX_MARKDOWN_TEXT = 12000
+
+# Fields that slack_sdk (or any client) may send as JSON-encoded strings inside a form body.
+_JSON_FIELDS = frozenset(
+    {"blocks", "attachments", "metadata", "view", "chunks", "loading_messages", "user_ids"}
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SlackCall:
+    """One recorded API call: the method, its parsed body, and the answer the fake gave."""
+
+    seq: int
+    method: str
+    body: dict[str, Any]
+    token: str | None
+    status: int = 200
+    ok: bool = True
+    error: str | None = None
+    response: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def blocks(self) -> list[dict[str, Any]]:
+        blocks = self.body.get("blocks")
+        return blocks if isinstance(blocks, list) else []
+
+    @property
+    def block_types(self) -> list[str]:
+        """Types of every block sent, nested ones included (e.g. task_card inside plan)."""
+        return [str(b.get("type")) for b in _walk_blocks(self.blocks)]
+
+
+@dataclass(kw_only=True)
+class FakeMessage:
+    """A message as the fake holds it; `versions` keeps every text it had, oldest first."""
+
+    channel: str
+    ts: str
+    text: str = ""
+    blocks: list[dict[str, Any]] = field(default_factory=list)
+    thread_ts: str | None = None
+    user: str = FAKE_BOT_USER_ID
+    bot_id: str | None = FAKE_BOT_ID
+    metadata: dict[str, Any] | None = None
+    streaming: bool = False
+    edits: int = 0
+    versions: list[str] = field(default_factory=list)
+
+    @property
+    def block_types(self) -> list[str]:
+        return [str(b.get("type")) for b in _walk_blocks(self.blocks)]
+
+    @property
+    def rendered(self) -> str:
+        """All visible text: the `text` field plus every text inside the blocks."""
+        parts = [self.text, *(_block_texts(self.blocks))]
+        return "\n".join(p for p in parts if p)
+
+    def as_api(self, *, include_metadata: bool) -> dict[str, Any]:
+        message: dict[str, Any] = {
+            "type": "message",
+            "ts": self.ts,
+            "text": self.text,
+            "user": self.user,
+        }
+        if self.bot_id:
+            message["bot_id"] = self.bot_id
+        if self.blocks:
+            message["blocks"] = self.blocks
+        if self.thread_ts:
+            message["thread_ts"] = self.thread_ts
+        if self.edits:
+            message["edited"] = {"user": self.user, "ts": self.ts}
+        if include_metadata and self.metadata:
+            message["metadata"] = self.metadata
+        return message
+
+
+class SlackError(Exception):
+    """An error answer: Slack's `error` code, plus HTTP status and headers for 429s."""
+
+    def __init__(
+        self,
+        error: str,
+        *,
+        status: int = 200,
+        headers: Mapping[str, str] | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(error)
+        self.error = error
+        self.status = status
+        self.headers = dict(headers or {})
+        self.extra = dict(extra or {})
+
+
+@dataclass(kw_only=True)
+class _Failure:
+    method: str
+    error: str
+    remaining: int | None  # None: forever
+    status: int = 200
+    retry_after: int | None = None
+    when: Callable[[dict[str, Any]], bool] | None = None
+
+
+Handler = Callable[["FakeSlack", dict[str, Any]], dict[str, Any]]
+
+
+class FakeSlack:
+    """The fake's state: messages, statuses, home views, scripted failures and recorded calls."""
+
+    def __init__(self, *, bot_token: str = FAKE_BOT_TOKEN, team_id: str = FAKE_TEAM_ID) -> None:
+        self.base_url = ""
+        self.bot_token = bot_token
+        self.team_id = team_id
+        self.bot_user_id = FAKE_BOT_USER_ID
+        self.bot_id = FAKE_BOT_ID
+        self.calls: list[SlackCall] = []
+        self.messages: dict[tuple[str, str], FakeMessage] = {}
+        self.thread_status: dict[tuple[str, str], str] = {}
+        self.home_views: dict[str, dict[str, Any]] = {}
+        self.users: dict[str, dict[str, Any]] = {}
+        self.rejected_block_types: set[str] = set()
+        self.max_message_text = MAX_MESSAGE_TEXT
+        self._failures: list[_Failure] = []
+        self._changed = asyncio.Condition()
+        self._seq = itertools.count(1)
+        self._ts_counter = itertools.count(1)
+        self._ts_base = int(time.time())
+        self._gates: dict[str, asyncio.Event] = {}
+        self._held: dict[str, int] = {}
+        self._handlers: dict[str, Handler] = {
+            "auth.test": FakeSlack._auth_test,
+            "chat.postMessage": FakeSlack._post_message,
+            "chat.update": FakeSlack._update,
+            "chat.delete": FakeSlack._delete,
+            "chat.postEphemeral": FakeSlack._post_ephemeral,
+            "chat.getPermalink": FakeSlack._get_permalink,
+            "chat.startStream": FakeSlack._start_stream,
+            "chat.appendStream": FakeSlack._append_stream,
+            "chat.stopStream": FakeSlack._stop_stream,
+            "assistant.threads.setStatus": FakeSlack._set_status,
+            "views.publish": FakeSlack._views_publish,
+            "conversations.replies": FakeSlack._replies,
+            "users.info": FakeSlack._users_info,
+        }
+
+    # ---- scripting -------------------------------------------------------------------------
+
+    def fail(
+        self,
+        method: str,
+        error: str,
+        *,
+        times: int | None = None,
+        when: Callable[[dict[str, Any]], bool] | None = None,
+    ) -> None:
+        """Answer `{"ok": false, "error": error}` to the next `times` calls (None: all) of
+        `method` whose body satisfies `when` (default: every call)."""
+        self._failures.append(_Failure(method=method, error=error, remaining=times, when=when))
+
+    def rate_limit(self, method: str, *, times: int = 1, retry_after: int = 0) -> None:
+        """Answer HTTP 429 with `Retry-After: retry_after` to the next `times` calls of `method`."""
+        self._failures.append(
+            _Failure(
+                method=method,
+                error="ratelimited",
+                remaining=times,
+                status=429,
+                retry_after=retry_after,
+            )
+        )
+
+    def reject_block_types(self, *types: str) -> None:
+        """Answer `invalid_blocks` to any message whose blocks contain one of these types."""
+        self.rejected_block_types.update(types)
+
+    def clear_failures(self) -> None:
+        self._failures.clear()
+        self.rejected_block_types.clear()
+
+    def hold(self, method: str) -> None:
+        """Keep calls of `method` waiting until `release(method)`."""
+        self._gates[method] = asyncio.Event()
+
+    def release(self, method: str) -> None:
+        gate = self._gates.pop(method, None)
+        if gate is not None:
+            gate.set()
+
+    def held(self, method: str) -> int:
+        """How many calls of `method` are waiting at a `hold`."""
+        return self._held.get(method, 0)
+
+    def add_user(self, user_id: str, *, name: str = "", team_id: str | None = None) -> None:
+        """Make `users.info` know a user (unknown ids answer `user_not_found`)."""
+        self.users[user_id] = {
+            "id": user_id,
+            "team_id": team_id or self.team_id,
+            "name": name or user_id.lower(),
+            "real_name": name or user_id,
+            "is_bot": False,
+            "tz": "UTC",
+        }
+
+    def add_message(
+        self,
+        channel: str,
+        text: str,
+        *,
+        user: str,
+        thread_ts: str | None = None,
+        ts: str | None = None,
+    ) -> FakeMessage:
+        """Seed a message written by a person (e.g. the mention a thread hangs under)."""
+        message = FakeMessage(
+            channel=channel,
+            ts=ts or self.next_ts(),
+            text=text,
+            thread_ts=thread_ts,
+            user=user,
+            bot_id=None,
+            versions=[text],
+        )
+        self.messages[(channel, message.ts)] = message
+        return message
+
+    def next_ts(self) -> str:
+        """A fresh, strictly increasing Slack-style timestamp such as `1732493011.000042`."""
+        n = next(self._ts_counter)
+        return f"{self._ts_base + n // 1_000_000}.{n % 1_000_000:06d}"
+
+    # ---- reading ---------------------------------------------------------------------------
+
+    def calls_to(self, method: str, *, ok: bool | None = None) -> list[SlackCall]:
+        """Recorded calls of `method`, in order; `ok` filters on the answer."""
+        return [c for c in self.calls if c.method == method and (ok is None or c.ok == ok)]
+
+    def message(self, channel: str, ts: str) -> FakeMessage:
+        """The current state of a message (KeyError when it was never posted)."""
+        return self.messages[(channel, ts)]
+
+    def thread(self, channel: str, thread_ts: str) -> list[FakeMessage]:
+        """The thread's root (when known) and its replies, oldest first."""
+        found = [
+            m
+            for (ch, _), m in self.messages.items()
+            if ch == channel and (m.ts == thread_ts or m.thread_ts == thread_ts)
+        ]
+        return sorted(found, key=lambda m: _ts_key(m.ts))
+
+    def replies(self, channel: str, thread_ts: str) -> list[FakeMessage]:
+        """Bot and user replies in the thread, without the root, oldest first."""
+        return [m for m in self.thread(channel, thread_ts) if m.ts != thread_ts]
+
+    async def wait_for(
+        self, predicate: Callable[[FakeSlack], bool], *, within: float = 10.0
+    ) -> None:
+        """Wait until `predicate(self)` holds; re-checked after every call the fake answers."""
+        try:
+            async with asyncio.timeout(within), self._changed:
+                await self._changed.wait_for(lambda: predicate(self))
+        except TimeoutError:
+            raise AssertionError(
+                f"fake Slack: condition not met after {within}s; calls: {self.describe()}"
+            ) from None
+
+    async def wait_for_call(
+        self,
+        method: str,
+        predicate: Callable[[SlackCall], bool] | None = None,
+        *,
+        count: int = 1,
+        ok: bool | None = None,
+        within: float = 10.0,
+    ) -> list[SlackCall]:
+        """Wait until `count` calls of `method` matching `predicate` (and `ok`) were answered."""
+
+        def matching() -> list[SlackCall]:
+            return [c for c in self.calls_to(method, ok=ok) if predicate is None or predicate(c)]
+
+        await self.wait_for(lambda _: len(matching()) >= count, within=within)
+        return matching()
+
+    def describe(self) -> str:
+        """A one-line summary of the calls so far, for assertion messages."""
+        return (
+            ", ".join(f"{c.method}{'' if c.ok else f'!{c.error}'}" for c in self.calls) or "(none)"
+        )
+
+    # ---- HTTP ------------------------------------------------------------------------------
+
+    async def handle(self, request: web.Request) -> web.Response:
+        method = request.match_info["method"]
+        body = await _parse_body(request)
+        token = _bearer(request) or _str(body.pop("token", None))
+        gate = self._gates.get(method)
+        if gate is not None:
+            self._held[method] = self._held.get(method, 0) + 1
+            await self._notify()
+            try:
+                await gate.wait()
+            finally:
+                self._held[method] -= 1
+        try:
+            answer = self._answer(method, body, token)
+            status, headers = 200, {}
+        except SlackError as error:
+            answer = {"ok": False, "error": error.error, **error.extra}
+            status, headers = error.status, error.headers
+        call = SlackCall(
+            seq=next(self._seq),
+            method=method,
+            body=body,
+            token=token,
+            status=status,
+            ok=bool(answer.get("ok")),
+            error=_str(answer.get("error")),
+            response=answer,
+        )
+        self.calls.append(call)
+        await self._notify()
+        return web.json_response(answer, status=status, headers=headers)
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    def _answer(self, method: str, body: dict[str, Any], token: str | None) -> dict[str, Any]:
+        if not token:
+            raise SlackError("not_authed")
+        if token != self.bot_token:
+            raise SlackError("invalid_auth")
+        self._scripted_failure(method, body)
+        handler = self._handlers.get(method)
+        if handler is None:
+            raise SlackError("unknown_method")
+        return handler(self, body)
+
+    def _scripted_failure(self, method: str, body: dict[str, Any]) -> None:
+        for failure in self._failures:
+            if failure.method != method or failure.remaining == 0:
+                continue
+            if failure.when is not None and not failure.when(body):
+                continue
+            if failure.remaining is not None:
+                failure.remaining -= 1
+            headers = {}
+            if failure.retry_after is not None:
+                headers["Retry-After"] = str(failure.retry_after)
+            raise SlackError(failure.error, status=failure.status, headers=headers)
+
+    # ---- validation ------------------------------------------------------------------------
+
+    def _check_content(self, body: dict[str, Any], *, required: bool = True) -> None:
+        text = _str(body.get("text")) or ""
+        markdown_text = _str(body.get("markdown_text")) or ""
+        blocks = body.get("blocks")
+        if required and not (text or markdown_text or blocks or body.get("attachments")):
+            raise SlackError("no_text")
+        if len(text) > self.max_message_text:
+            raise SlackError("msg_too_long")
+        if len(markdown_text) > MAX_MARKDOWN_TEXT:
+            raise SlackError("markdown_text_too_long")
+        if blocks is not None:
+            self._check_blocks(blocks)
+
+    def _check_blocks(self, blocks: Any) -> None:
+        if not isinstance(blocks, list) or not all(isinstance(b, dict) for b in blocks):
+            raise SlackError("invalid_blocks_format")
+        problems: list[str] = []
+        # Nested blocks (task cards inside a plan) are counted too: the stricter reading of
+        # Slack's 50-block limit, so code that passes here passes there.
+        if len(list(_walk_blocks(blocks))) > MAX_BLOCKS:
+            problems.append(f"no more than {MAX_BLOCKS} items allowed [json-pointer:/blocks]")
+        markdown_total = 0
+        for index, block in enumerate(_walk_blocks(blocks)):
+            kind = block.get("type")
+            if not isinstance(kind, str):
+                problems.append(f"missing block type [json-pointer:/blocks/{index}]")
+                continue
+            if kind in self.rejected_block_types:
+                problems.append(f"unsupported type: {kind} [json-pointer:/blocks/{index}]")
+            if kind == "section":
+                text = block.get("text")
+                if isinstance(text, dict) and len(str(text.get("text", ""))) > MAX_SECTION_TEXT:
+                    problems.append(
+                        f"must be less than {MAX_SECTION_TEXT + 1} characters "
+                        f"[json-pointer:/blocks/{index}/text/text]"
+                    )
+            if kind == "markdown":
+                markdown_total += len(str(block.get("text", "")))
+        if markdown_total > MAX_MARKDOWN_TEXT:
+            problems.append("markdown blocks exceed 12000 characters")
+        if problems:
+            raise SlackError("invalid_blocks", extra={"errors": problems})
+
+    def _existing(self, channel: str, ts: str) -> FakeMessage:
+        message = self.messages.get((channel, ts))
+        if message is None:
+            raise SlackError("message_not_found")
+        return message
+
+    # ---- methods ---------------------------------------------------------------------------
+
+    def _auth_test(self, body: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "ok": True,
+            "url": "https://fake.slack.com/",
+            "team": "Fake Team",
+            "user": "dagbot",
+            "team_id": self.team_id,
+            "user_id": self.bot_user_id,
+            "bot_id": self.bot_id,
+            "is_enterprise_install": False,
+        }
+
+    def _post_message(self, body: dict[str, Any]) -> dict[str, Any]:
+        channel = _require(body, "channel")
+        self._check_content(body)
+        thread_ts = _str(body.get("thread_ts"))
+        if thread_ts and (channel, thread_ts) in self.messages:
+            root = self.messages[(channel, thread_ts)]
+            thread_ts = root.thread_ts or root.ts
+        text = _str(body.get("text")) or _str(body.get("markdown_text")) or ""
+        message = FakeMessage(
+            channel=channel,
+            ts=self.next_ts(),
+            text=text,
+            blocks=_blocks_of(body),
+            thread_ts=thread_ts,
+            metadata=_dict(body.get("metadata")),
+            versions=[text],
+        )
+        self.messages[(channel, message.ts)] = message
+        if thread_ts:
+            # Slack clears an assistant status when the app replies in that thread.
+            self.thread_status.pop((channel, thread_ts), None)
+        return {
+            "ok": True,
+            "channel": channel,
+            "ts": message.ts,
+            "message": message.as_api(include_metadata=True),
+        }
+
+    def _update(self, body: dict[str, Any]) -> dict[str, Any]:
+        channel = _require(body, "channel")
+        message = self._existing(channel, _require(body, "ts"))
+        self._check_content(body)
+        message.text = _str(body.get("text")) or _str(body.get("markdown_text")) or ""
+        if "blocks" in body:
+            message.blocks = _blocks_of(body)
+        if "metadata" in body:
+            message.metadata = _dict(body.get("metadata"))
+        message.edits += 1
+        message.versions.append(message.text)
+        return {
+            "ok": True,
+            "channel": channel,
+            "ts": message.ts,
+            "text": message.text,
+            "message": message.as_api(include_metadata=False),
+        }
+
+    def _delete(self, body: dict[str, Any]) -> dict[str, Any]:
+        channel = _require(body, "channel")
+        message = self._existing(channel, _require(body, "ts"))
+        del self.messages[(channel, message.ts)]
+        return {"ok": True, "channel": channel, "ts": message.ts}
+
+    def _post_ephemeral(self, body: dict[str, Any]) -> dict[str, Any]:
+        _require(body, "channel")
+        _require(body, "user")
+        self._check_content(body)
+        return {"ok": True, "message_ts": self.next_ts()}
+
+    def _get_permalink(self, body: dict[str, Any]) -> dict[str, Any]:
+        channel = _require(body, "channel")
+        message = self._existing(channel, _require(body, "message_ts"))
+        link = f"https://fake.slack.com/archives/{channel}/p{message.ts.replace('.', '')}"
+        if message.thread_ts and message.thread_ts != message.ts:
+            link += f"?thread_ts={message.thread_ts}&cid={channel}"
+        return {"ok": True, "channel": channel, "permalink": link}
+
+    def _start_stream(self, body: dict[str, Any]) -> dict[str, Any]:
+        channel = _require(body, "channel")
+        thread_ts = _require(body, "thread_ts")
+        if not channel.startswith("D"):
+            if not body.get("recipient_team_id"):
+                raise SlackError("missing_recipient_team_id")
+            if not body.get("recipient_user_id"):
+                raise SlackError("missing_recipient_user_id")
+        message = FakeMessage(
+            channel=channel,
+            ts=self.next_ts(),
+            text=_stream_text(body),
+            thread_ts=thread_ts,
+            streaming=True,
+        )
+        message.versions.append(message.text)
+        self.messages[(channel, message.ts)] = message
+        self.thread_status.pop((channel, thread_ts), None)
+        return {"ok": True, "channel": channel, "ts": message.ts}
+
+    def _streaming(self, body: dict[str, Any]) -> FakeMessage:
+        message = self._existing(_require(body, "channel"), _require(body, "ts"))
+        if not message.streaming:
+            raise SlackError("message_not_in_streaming_state")
+        return message
+
+    def _append_stream(self, body: dict[str, Any]) -> dict[str, Any]:
+        message = self._streaming(body)
+        addition = _stream_text(body)
+        if not addition:
+            raise SlackError("no_text")
+        message.text += addition
+        message.versions.append(message.text)
+        return {"ok": True, "channel": message.channel, "ts": message.ts}
+
+    def _stop_stream(self, body: dict[str, Any]) -> dict[str, Any]:
+        message = self._streaming(body)
+        message.text += _stream_text(body)
+        if len(message.text) > MAX_MARKDOWN_TEXT * 4:
+            raise SlackError("msg_too_long")
+        if body.get("blocks") is not None:
+            self._check_blocks(body["blocks"])
+            message.blocks = _blocks_of(body)
+        if body.get("metadata") is not None:
+            message.metadata = _dict(body.get("metadata"))
+        message.streaming = False
+        message.versions.append(message.text)
+        return {
+            "ok": True,
+            "channel": message.channel,
+            "ts": message.ts,
+            "message": message.as_api(include_metadata=True),
+        }
+
+    def _set_status(self, body: dict[str, Any]) -> dict[str, Any]:
+        channel = _require(body, "channel_id")
+        thread_ts = _require(body, "thread_ts")
+        status = _str(body.get("status"))
+        if status is None:
+            raise SlackError("invalid_arguments")
+        if status:
+            self.thread_status[(channel, thread_ts)] = status
+        else:
+            self.thread_status.pop((channel, thread_ts), None)
+        return {"ok": True}
+
+    def _views_publish(self, body: dict[str, Any]) -> dict[str, Any]:
+        user_id = _require(body, "user_id")
+        view = body.get("view")
+        if not isinstance(view, dict) or view.get("type") != "home":
+            raise SlackError("invalid_arguments")
+        self._check_blocks(view.get("blocks", []))
+        stored = {**view, "id": f"V{len(self.home_views) + 1:08d}"}
+        self.home_views[user_id] = stored
+        return {"ok": True, "view": stored}
+
+    def _replies(self, body: dict[str, Any]) -> dict[str, Any]:
+        channel = _require(body, "channel")
+        ts = _require(body, "ts")
+        thread = self.thread(channel, ts)
+        if not thread:
+            raise SlackError("thread_not_found")
+        include_metadata = str(body.get("include_all_metadata", "")).lower() in ("1", "true")
+        return {
+            "ok": True,
+            "messages": [m.as_api(include_metadata=include_metadata) for m in thread],
+            "has_more": False,
+            "response_metadata": {"next_cursor": ""},
+        }
+
+    def _users_info(self, body: dict[str, Any]) -> dict[str, Any]:
+        user_id = _require(body, "user")
+        if user_id == self.bot_user_id:
+            bot = {"id": user_id, "team_id": self.team_id, "name": "dagbot", "is_bot": True}
+            return {"ok": True, "user": bot}
+        person = self.users.get(user_id)
+        if person is None:
+            raise SlackError("user_not_found")
+        return {"ok": True, "user": person}
+
+
+# ---- helpers ---------------------------------------------------------------------------------
+
+
+async def _parse_body(request: web.Request) -> dict[str, Any]:
+    body: dict[str, Any] = dict(request.query)
+    if request.method == "POST" and request.can_read_body:
+        if request.content_type == "application/json":
+            try:
+                data = await request.json()
+            except json.JSONDecodeError:
+                data = None
+            if isinstance(data, dict):
+                body.update(data)
+        else:
+            form = await request.post()
+            body.update({k: v for k, v in form.items() if isinstance(v, str)})
+    for key in _JSON_FIELDS & body.keys():
+        value = body[key]
+        if isinstance(value, str) and value[:1] in ("[", "{"):
+            with suppress(json.JSONDecodeError):
+                body[key] = json.loads(value)
+    return body
+
+
+def _bearer(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    return header[len("Bearer ") :] if header.startswith("Bearer ") else None
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _dict(value: Any) -> dict[str, Any] | None:
+    return value if isinstance(value, dict) else None
+
+
+def _require(body: dict[str, Any], key: str) -> str:
+    value = body.get(key)
+    if not isinstance(value, str) or not value:
+        raise SlackError("channel_not_found" if key == "channel" else "invalid_arguments")
+    return value
+
+
+def _blocks_of(body: dict[str, Any]) -> list[dict[str, Any]]:
+    blocks = body.get("blocks")
+    return [b for b in blocks if isinstance(b, dict)] if isinstance(blocks, list) else []
+
+
+def _ts_key(ts: str) -> tuple[int, int]:
+    seconds, _, micros = ts.partition(".")
+    return int(seconds), int(micros or 0)
+
+
+def _stream_text(body: dict[str, Any]) -> str:
+    text = _str(body.get("markdown_text")) or ""
+    chunks = body.get("chunks")
+    if isinstance(chunks, list):
+        for chunk in chunks:
+            if isinstance(chunk, dict) and chunk.get("type") == "markdown_text":
+                text += str(chunk.get("text", ""))
+    return text
+
+
+def _walk_blocks(blocks: Iterable[Any]) -> Iterable[dict[str, Any]]:
+    """Every block, depth first, including blocks nested in containers such as `plan`."""
+    for block in blocks:
+        if not isinstance(block, dict):
+            continue
+        yield block
+        for key in ("tasks", "blocks"):
+            nested = block.get(key)
+            if isinstance(nested, list):
+                yield from _walk_blocks(nested)
+
+
+def _block_texts(blocks: Iterable[Any]) -> list[str]:
+    """Every human-visible string inside blocks (texts, titles, details, fields)."""
+    found: list[str] = []
+
+    def visit(value: Any) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if key in ("text", "title") and isinstance(item, str):
+                    found.append(item)
+                elif key not in ("action_id", "block_id", "value", "type", "url", "task_id"):
+                    visit(item)
+        elif isinstance(value, list):
+            for item in value:
+                visit(item)
+
+    visit(list(blocks))
+    return found
+
+
+@asynccontextmanager
+async def fake_slack_server(**kwargs: Any) -> AsyncIterator[FakeSlack]:
+    """Serve a FakeSlack on 127.0.0.1 (a free port); `base_url` ends in `/api/`."""
+    fake = FakeSlack(**kwargs)
+    app = web.Application()
+    app.router.add_route("*", "/api/{method}", fake.handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        await web.SockSite(runner, sock).start()
+        fake.base_url = f"http://127.0.0.1:{port}/api/"
+        yield fake
+    finally:
+        for method in list(fake._gates):
+            fake.release(method)
+        await runner.cleanup()
+        sock.close()
+
+
+@pytest_asyncio.fixture
+async def fake_slack() -> AsyncIterator[FakeSlack]:
+    """A running fake Slack Web API; configure clients with its `base_url` and `bot_token`."""
+    async with fake_slack_server() as server:
+        yield server
