@@ -1,0 +1,300 @@
+"""Intake: Slack mentions, /dagbot commands, button presses and App Home opens become engine calls.
+
+The thin async shell over `bot.payloads` (parsing) and `bot.replies` (wording): it claims each
+delivery once, submits runs, and owns every background task it starts (bolt forgets the
+listeners it fires, so nothing here is left unreferenced).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Coroutine, Mapping
+from typing import Any, Protocol
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.payloads import (
+    CommandKind,
+    Press,
+    PressKind,
+    SlashCommand,
+    parse_command,
+    parse_mention,
+    parse_press,
+    thread_key,
+)
+from bot.replies import (
+    cancel_refusal,
+    cancel_result,
+    goal_problem,
+    help_text,
+    list_text,
+    press_noop,
+    press_refusal,
+    requested_text,
+)
+from scheduler.engine import Engine
+from storage.records import RunRecord
+
+log = logging.getLogger("dagbot.intake")
+
+LIST_LIMIT = 10
+
+
+class HomePublisher(Protocol):
+    async def refresh_home(self, user_id: str) -> None: ...
+
+
+class Respond(Protocol):
+    """bolt's `respond`: answers a command through its response_url."""
+
+    def __call__(self, text: str = ..., *, response_type: str | None = ...) -> Awaitable[Any]: ...
+
+
+class TaskSet:
+    """Named background tasks, referenced until they end; a failure is logged, never lost.
+
+    One request's task failing must not stop the bot, so a failure is reported rather than
+    propagated; shutdown cancels and awaits whatever is left.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        if self._closed:
+            work.close()
+            log.warning("%s is shutting down; dropped %s", self._name, name)
+            return
+        task = asyncio.create_task(work, name=f"{self._name}: {name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            log.error("%s failed", task.get_name(), exc_info=error)
+
+    async def wait_idle(self) -> None:
+        """Return once no task is left, including tasks spawned meanwhile."""
+        while self._tasks:
+            await asyncio.wait(list(self._tasks))
+
+    async def aclose(self) -> None:
+        self._closed = True
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+
+
+class Intake:
+    """Turns parsed Slack requests into engine calls; slow work runs in owned background tasks."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        client: AsyncWebClient,
+        home: HomePublisher,
+        *,
+        max_goal_chars: int,
+    ) -> None:
+        self.engine = engine
+        self.client = client
+        self.home = home
+        self.max_goal_chars = max_goal_chars
+        self.tasks = TaskSet("dagbot intake")
+
+    async def wait_idle(self) -> None:
+        await self.tasks.wait_idle()
+
+    async def aclose(self) -> None:
+        await self.tasks.aclose()
+
+    # -- mentions ----------------------------------------------------------------------------
+
+    async def mention(self, body: Mapping[str, Any], bot_user_id: str | None) -> None:
+        """Start a run for an `app_mention` (a follow-up when its thread already holds one)."""
+        mention = parse_mention(body, bot_user_id)
+        if mention is None:
+            return
+        if not await self.engine.store.claim_delivery(mention.event_id):
+            log.info("ignoring redelivered event %s", mention.event_id)
+            return
+        problem = goal_problem(mention.goal, self.max_goal_chars, source="mention")
+        if problem is not None:
+            self.tasks.spawn(
+                self._post(mention.channel, mention.thread_ts, problem),
+                f"answer {mention.event_id}",
+            )
+            return
+        parent = await self.engine.store.latest_run_in_thread(mention.thread_key)
+        run = await self.engine.submit(
+            mention.goal,
+            requester=mention.user,
+            thread_key=mention.thread_key,
+            parent_run_id=parent.id if parent is not None else None,
+            meta=_meta(
+                mention.team_id, mention.channel, mention.thread_ts, mention.user, "mention"
+            ),
+        )
+        log.info("run %s started from a mention by %s", run.id, mention.user)
+
+    async def _post(self, channel: str, thread_ts: str, text: str) -> None:
+        try:
+            await self.client.chat_postMessage(channel=channel, thread_ts=thread_ts, text=text)
+        except SlackApiError as error:
+            log.warning("could not answer in %s: %s", channel, _slack_error(error))
+
+    # -- /dagbot ------------------------------------------------------------------------------
+
+    async def command(self, payload: Mapping[str, Any], respond: Respond) -> str | None:
+        """Handle `/dagbot …`: the text to answer at once (ephemeral), or None if it comes later."""
+        parsed = parse_command(payload)
+        if parsed is None:
+            return "Slack sent a request I could not read; please try again."
+        if not await self.engine.store.claim_delivery(f"trigger:{parsed.trigger_id}"):
+            log.info("ignoring repeated /dagbot trigger %s", parsed.trigger_id)
+            return None
+        command = parsed.command
+        if command.kind is CommandKind.HELP:
+            return help_text(self.max_goal_chars)
+        if command.kind is CommandKind.LIST:
+            self.tasks.spawn(self._list(parsed.user, respond), f"list for {parsed.user}")
+            return None
+        if command.kind is CommandKind.CANCEL:
+            self.tasks.spawn(
+                self._cancel(parsed.user, command.argument, respond),
+                f"cancel {command.argument} for {parsed.user}",
+            )
+            return None
+        problem = goal_problem(command.argument, self.max_goal_chars, source="command")
+        if problem is not None:
+            return problem
+        self.tasks.spawn(self._start(parsed, respond), f"start for {parsed.user}")
+        return None
+
+    async def _start(self, parsed: SlashCommand, respond: Respond) -> None:
+        goal = parsed.command.argument
+        try:
+            posted = await self.client.chat_postMessage(
+                channel=parsed.channel,
+                text=requested_text(parsed.user, goal),
+                unfurl_links=False,
+                unfurl_media=False,
+            )
+        except SlackApiError as error:
+            await respond(
+                f"I could not post in this channel ({_slack_error(error)}), so nothing was "
+                "started. Invite me with `/invite @dagbot` or mention me where I am a member.",
+                response_type="ephemeral",
+            )
+            return
+        root = str(posted["ts"])
+        run = await self.engine.submit(
+            goal,
+            requester=parsed.user,
+            thread_key=thread_key(parsed.team_id, parsed.channel, root),
+            meta=_meta(parsed.team_id, parsed.channel, root, parsed.user, "command"),
+        )
+        log.info("run %s started from /dagbot by %s", run.id, parsed.user)
+
+    async def _list(self, user: str, respond: Respond) -> None:
+        runs = await self.engine.store.recent_runs(requester=user, limit=LIST_LIMIT)
+        permalinks: dict[str, str] = {}
+        for run in runs:
+            link = await self._permalink(run)
+            if link is not None:
+                permalinks[run.id] = link
+        await respond(list_text(runs, permalinks), response_type="ephemeral")
+
+    async def _permalink(self, run: RunRecord) -> str | None:
+        known = run.meta.get("permalink")
+        if isinstance(known, str):
+            return known
+        channel, root = run.meta.get("channel"), run.meta.get("thread_ts")
+        if not isinstance(channel, str) or not isinstance(root, str):
+            return None
+        try:
+            answer = await self.client.chat_getPermalink(channel=channel, message_ts=root)
+        except SlackApiError as error:
+            log.info("no permalink for run %s: %s", run.id, _slack_error(error))
+            return None
+        link = answer.get("permalink")
+        return link if isinstance(link, str) else None
+
+    async def _cancel(self, user: str, argument: str, respond: Respond) -> None:
+        run = await self.engine.store.find_run(argument) if argument else None
+        refusal = cancel_refusal(argument, run, user)
+        if refusal is not None or run is None:
+            await respond(refusal or "", response_type="ephemeral")
+            return
+        cancelled = await self.engine.cancel(run.id)
+        await respond(cancel_result(run, cancelled), response_type="ephemeral")
+
+    # -- buttons and App Home --------------------------------------------------------------------
+
+    def press(self, body: Mapping[str, Any]) -> None:
+        """Act on a Cancel / Retry click in the background (the click is acked at once)."""
+        press = parse_press(body)
+        if press is not None:
+            self.tasks.spawn(self._press(press), f"{press.kind} {press.run_id} by {press.user}")
+
+    async def _press(self, press: Press) -> None:
+        run = await self.engine.store.get_run(press.run_id)
+        refusal = press_refusal(press, run)
+        if refusal is not None or run is None:
+            await self._whisper(press, refusal or "", run)
+            return
+        if press.kind is PressKind.CANCEL:
+            done = await self.engine.cancel(run.id)
+        else:
+            done = await self.engine.retry_failed(run.id)
+        log.info("%s of run %s by %s: %s", press.kind, run.id, press.user, done)
+        if not done:
+            await self._whisper(press, press_noop(press, run), run)
+
+    async def _whisper(self, press: Press, text: str, run: RunRecord | None) -> None:
+        meta = run.meta if run is not None else {}
+        channel = meta.get("channel", press.channel)
+        root = meta.get("thread_ts", press.thread_ts)
+        if not isinstance(channel, str):
+            return
+        try:
+            await self.client.chat_postEphemeral(
+                channel=channel,
+                user=press.user,
+                text=text,
+                thread_ts=root if isinstance(root, str) else None,
+            )
+        except SlackApiError as error:
+            log.warning("could not answer %s privately: %s", press.user, _slack_error(error))
+
+    def home_opened(self, event: Mapping[str, Any]) -> None:
+        """Refresh the App Home of whoever opened its Home tab."""
+        user = event.get("user")
+        if event.get("tab", "home") == "home" and isinstance(user, str):
+            self.tasks.spawn(self.home.refresh_home(user), f"home of {user}")
+
+
+def _meta(team_id: str, channel: str, root: str, user: str, source: str) -> dict[str, object]:
+    return {
+        "team_id": team_id,
+        "channel": channel,
+        "thread_ts": root,
+        "user": user,
+        "source": source,
+    }
+
+
+def _slack_error(error: SlackApiError) -> str:
+    code = error.response.get("error") if error.response is not None else None
+    return str(code or "unknown error")

@@ -1,0 +1,248 @@
+"""Slack's requests as plain data: mentions, /dagbot commands and button presses, parsed purely.
+
+Slack's JSON is validated with pydantic at this boundary; what comes out are frozen dataclasses.
+A payload that is not what Slack sends is logged and ignored (None), never half-used.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+log = logging.getLogger("dagbot.intake")
+
+COMMAND = "/dagbot"
+CANCEL_ACTION = "dagbot_cancel"
+RETRY_ACTION = "dagbot_retry"
+
+
+# -- payloads (the boundary: Slack's JSON, validated) ----------------------------------------------
+
+
+class _Payload(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class _MentionEvent(_Payload):
+    ts: str
+    channel: str
+    text: str = ""
+    user: str | None = None
+    thread_ts: str | None = None
+    bot_id: str | None = None
+    subtype: str | None = None
+
+
+class _EventEnvelope(_Payload):
+    event_id: str
+    team_id: str
+    event: _MentionEvent
+
+
+class _CommandPayload(_Payload):
+    team_id: str
+    channel_id: str
+    user_id: str
+    trigger_id: str
+    text: str = ""
+
+
+class _Id(_Payload):
+    id: str
+
+
+class _Container(_Payload):
+    channel_id: str | None = None
+    message_ts: str | None = None
+    thread_ts: str | None = None
+
+
+class _Message(_Payload):
+    ts: str | None = None
+    thread_ts: str | None = None
+
+
+class _Action(_Payload):
+    action_id: str
+    value: str = ""
+
+
+class _ActionPayload(_Payload):
+    user: _Id
+    actions: list[_Action] = Field(min_length=1)
+    channel: _Id | None = None
+    container: _Container = _Container()
+    message: _Message = _Message()
+
+
+# -- parsed requests (plain data inside) -----------------------------------------------------------
+
+
+def thread_key(team_id: str, channel: str, thread_ts: str) -> str:
+    """The key under which every run of one Slack thread is stored."""
+    return f"{team_id}:{channel}:{thread_ts}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Mention:
+    event_id: str
+    team_id: str
+    channel: str
+    user: str
+    thread_ts: str
+    """Root of the thread the replies go into: the mention itself, or the thread it was made in."""
+    goal: str
+
+    @property
+    def thread_key(self) -> str:
+        return thread_key(self.team_id, self.channel, self.thread_ts)
+
+
+class CommandKind(StrEnum):
+    HELP = "help"
+    LIST = "list"
+    CANCEL = "cancel"
+    START = "start"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Command:
+    kind: CommandKind
+    argument: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SlashCommand:
+    team_id: str
+    channel: str
+    user: str
+    trigger_id: str
+    command: Command
+
+
+class PressKind(StrEnum):
+    CANCEL = "cancel"
+    RETRY = "retry"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Press:
+    kind: PressKind
+    run_id: str
+    user: str
+    channel: str | None
+    thread_ts: str | None
+
+
+# -- pure parsing ----------------------------------------------------------------------------------
+
+
+def strip_bot_mentions(text: str, bot_user_id: str | None) -> str:
+    """The text without the bot's own `<@U…>` / `<@U…|name>` mentions, trimmed."""
+    if bot_user_id:
+        text = re.sub(rf"<@{re.escape(bot_user_id)}(?:\|[^>]*)?>", " ", text)
+    return text.strip()
+
+
+def unescape(text: str) -> str:
+    """Slack's text with its three escaped characters back as typed (`&amp;` last)."""
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+
+
+def is_from_bot(event: Mapping[str, Any], bot_user_id: str | None) -> bool:
+    """Messages written by bots, this one included, never start runs."""
+    return bool(
+        event.get("bot_id")
+        or event.get("subtype") == "bot_message"
+        or event.get("bot_profile")
+        or (bot_user_id is not None and event.get("user") == bot_user_id)
+    )
+
+
+def parse_mention(body: Mapping[str, Any], bot_user_id: str | None) -> Mention | None:
+    """An `app_mention` delivery as a Mention; None for bot messages and malformed payloads."""
+    event = body.get("event")
+    if not isinstance(event, Mapping) or is_from_bot(event, bot_user_id):
+        return None
+    try:
+        envelope = _EventEnvelope.model_validate(body)
+    except ValidationError as error:
+        log.warning("ignoring a malformed app_mention delivery: %s", _first_problem(error))
+        return None
+    if envelope.event.user is None:
+        return None
+    return Mention(
+        event_id=envelope.event_id,
+        team_id=envelope.team_id,
+        channel=envelope.event.channel,
+        user=envelope.event.user,
+        thread_ts=envelope.event.thread_ts or envelope.event.ts,
+        goal=unescape(strip_bot_mentions(envelope.event.text, bot_user_id)),
+    )
+
+
+def parse_command_text(text: str) -> Command:
+    """`help`, `list` and `cancel <id>` alone are subcommands; any other text is a goal."""
+    words = text.split()
+    if not words or (len(words) == 1 and words[0].lower() == "help"):
+        return Command(kind=CommandKind.HELP)
+    first = words[0].lower()
+    if first == "list" and len(words) == 1:
+        return Command(kind=CommandKind.LIST)
+    if first == "cancel" and len(words) <= 2:
+        return Command(kind=CommandKind.CANCEL, argument=words[1] if len(words) == 2 else "")
+    return Command(kind=CommandKind.START, argument=text.strip())
+
+
+def parse_command(payload: Mapping[str, Any]) -> SlashCommand | None:
+    """A `/dagbot` request as a SlashCommand; None when the payload is malformed."""
+    try:
+        parsed = _CommandPayload.model_validate(payload)
+    except ValidationError as error:
+        log.warning("ignoring a malformed /dagbot request: %s", _first_problem(error))
+        return None
+    return SlashCommand(
+        team_id=parsed.team_id,
+        channel=parsed.channel_id,
+        user=parsed.user_id,
+        trigger_id=parsed.trigger_id,
+        command=parse_command_text(unescape(parsed.text)),
+    )
+
+
+PRESS_KINDS: Mapping[str, PressKind] = {
+    CANCEL_ACTION: PressKind.CANCEL,
+    RETRY_ACTION: PressKind.RETRY,
+}
+
+
+def parse_press(body: Mapping[str, Any]) -> Press | None:
+    """A click on the plan message's Cancel or Retry button; None for anything else."""
+    try:
+        parsed = _ActionPayload.model_validate(body)
+    except ValidationError as error:
+        log.warning("ignoring a malformed block action: %s", _first_problem(error))
+        return None
+    action = parsed.actions[0]
+    kind = PRESS_KINDS.get(action.action_id)
+    if kind is None or not action.value:
+        return None
+    container = parsed.container
+    return Press(
+        kind=kind,
+        run_id=action.value,
+        user=parsed.user.id,
+        channel=parsed.channel.id if parsed.channel is not None else container.channel_id,
+        thread_ts=parsed.message.thread_ts or container.thread_ts or container.message_ts,
+    )
+
+
+def _first_problem(error: ValidationError) -> str:
+    first = error.errors()[0]
+    return f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"

@@ -1,0 +1,128 @@
+"""What the intake says: short answers, help, run lists and refusals, as pure functions of data."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from bot.payloads import COMMAND, Press, PressKind
+from storage.records import RunRecord, RunStatus
+
+PREVIEW_CHARS = 80
+ECHO_CHARS = 3_000
+"""The goal shown in the /dagbot message is cut here (the run keeps all of it): Slack's limits."""
+
+
+def escape(text: str) -> str:
+    """Slack's three control characters, so a goal is shown as typed and cannot ping @channel."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def preview(goal: str, limit: int = PREVIEW_CHARS) -> str:
+    """The first line of a goal, cut to `limit` characters, escaped for mrkdwn."""
+    first_line = goal.strip().splitlines()[0] if goal.strip() else ""
+    if len(first_line) > limit or first_line != goal.strip():
+        first_line = first_line[: limit - 1].rstrip() + "…"
+    return escape(first_line)
+
+
+def goal_problem(goal: str, max_chars: int, *, source: str) -> str | None:
+    """Why a goal cannot be run, in one short answer; None when it can."""
+    if not goal.strip():
+        if source == "command":
+            return f"Tell me what you want done: `{COMMAND} <goal>`. `{COMMAND} help` shows more."
+        return (
+            "Tell me what you want done after the mention, for example "
+            "_compare the weather in Tokyo and Paris_."
+        )
+    if len(goal) > max_chars:
+        return (
+            f"That goal is {len(goal):,} characters long; the limit is {max_chars:,}. "
+            "Please shorten it and ask again: nothing was started."
+        )
+    return None
+
+
+def help_text(max_goal_chars: int) -> str:
+    return "\n".join(
+        [
+            "*dagbot* plans a goal as a graph of tasks, runs them in parallel and posts a summary.",
+            "• Mention me with a goal, or use `/dagbot <goal>`: I reply in a thread.",
+            "• Mention me again in that thread to follow up: I remember its earlier goals "
+            "and summaries.",
+            "• `/dagbot list`: your recent runs, with links to their threads.",
+            "• `/dagbot cancel <run id>`: stop one of your runs (a unique prefix of the id "
+            "is enough).",
+            "• `/dagbot help`: this message.",
+            f"Goals may be up to {max_goal_chars:,} characters long.",
+        ]
+    )
+
+
+def requested_text(user: str, goal: str) -> str:
+    """The channel message a /dagbot goal becomes: the requester named, the goal as typed."""
+    shown = goal if len(goal) <= ECHO_CHARS else goal[: ECHO_CHARS - 1].rstrip() + "…"
+    return f"<@{user}> asked dagbot:\n>{escape(shown).replace(chr(10), chr(10) + '>')}"
+
+
+def list_text(runs: Sequence[RunRecord], permalinks: Mapping[str, str]) -> str:
+    """The reply to `/dagbot list`: newest first, each run linked to its thread when known."""
+    if not runs:
+        return f"You have no runs yet. Start one with `{COMMAND} <goal>` or by mentioning me."
+    lines = ["*Your recent runs*"]
+    for run in runs:
+        when = f"<!date^{int(run.created_at)}^{{date_short_pretty}} {{time}}|recently>"
+        goal = preview(run.goal)
+        link = permalinks.get(run.id)
+        shown = f"<{link}|{goal}>" if link else goal
+        lines.append(f"• `{run.id}` {_status_word(run.status)} · {when} · {shown}")
+    return "\n".join(lines)
+
+
+def _status_word(status: RunStatus) -> str:
+    return {
+        RunStatus.PLANNING: "planning",
+        RunStatus.RUNNING: "running",
+        RunStatus.SUCCEEDED: "done",
+        RunStatus.FAILED: "finished with failures",
+        RunStatus.CANCELLED: "cancelled",
+    }[status]
+
+
+def cancel_refusal(argument: str, run: RunRecord | None, user: str) -> str | None:
+    """Why `/dagbot cancel <argument>` cannot cancel anything; None when it may try."""
+    if not argument:
+        return f"Say which run to cancel: `{COMMAND} cancel <run id>` (`{COMMAND} list` shows ids)."
+    if run is None:
+        return (
+            f"No run matches `{escape(argument)}` (or more than one does): "
+            f"`{COMMAND} list` shows your runs' ids."
+        )
+    if run.requester != user:
+        return f"Run `{run.id}` was started by someone else; only they can cancel it."
+    if run.status.finished:
+        return f"Run `{run.id}` already finished ({_status_word(run.status)})."
+    return None
+
+
+def cancel_result(run: RunRecord, cancelled: bool) -> str:
+    if cancelled:
+        return f"Cancelled run `{run.id}`: {preview(run.goal)}"
+    return f"Run `{run.id}` is not running right now, so there was nothing to cancel."
+
+
+def press_refusal(press: Press, run: RunRecord | None) -> str | None:
+    """Why a button press is refused (said only to the presser); None when it is the requester's."""
+    if run is None:
+        return "That run no longer exists."
+    if run.requester != press.user:
+        verb = "cancel" if press.kind is PressKind.CANCEL else "retry"
+        who = f"<@{run.requester}>" if run.requester else "the person who started it"
+        return f"Only {who} can {verb} this run."
+    return None
+
+
+def press_noop(press: Press, run: RunRecord) -> str:
+    """What to say when the engine had nothing to do for a requester's press."""
+    if press.kind is PressKind.CANCEL:
+        return f"Run `{run.id}` is not running, so there is nothing to cancel."
+    return f"Run `{run.id}` has nothing to retry right now (it is {_status_word(run.status)})."
