@@ -25,8 +25,11 @@ class Subscription:
         self._queue.put_nowait(None)
 
     async def get(self) -> Event | None:
-        """The next event, or None once the subscription is closed."""
-        return await self._queue.get()
+        """The next event, or None once the subscription is closed (and on every later call)."""
+        event = await self._queue.get()
+        if event is None:
+            self._queue.put_nowait(None)  # keep the marker for whoever reads next
+        return event
 
     def drain(self) -> list[Event]:
         """Every event already waiting, without blocking (a closed marker is kept)."""
@@ -43,7 +46,7 @@ class Subscription:
         return self._iterate()
 
     async def _iterate(self) -> AsyncIterator[Event]:
-        while (event := await self._queue.get()) is not None:
+        while (event := await self.get()) is not None:
             yield event
 
     def __enter__(self) -> Subscription:

@@ -1,32 +1,30 @@
-"""The run loop: plans goals, runs every ready task at once within limits, records everything.
+"""The engine: plans goals, starts, cancels, resumes and finishes runs, records everything.
 
-Event-driven: a task starts the moment its last dependency settles, from inside that dependency's
-own coroutine; nothing polls. Every transition is committed to the store before it is published.
+The tasks of one run are driven by an Execution (execution.py). Every transition is committed
+to the store before it is published.
 """
 
 from __future__ import annotations
 
 import asyncio
-import heapq
 import logging
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import TypeVar
 
 from scheduler.bus import EventBus
-from scheduler.errors import PlanInvalid, PlanningFailed, RunNotFound, TaskError
+from scheduler.errors import PlanInvalid, PlanningFailed, RunNotFound
+from scheduler.execution import Execution, task_states
 from scheduler.executor import (
     Executor,
     History,
     Planner,
     PlanRequest,
-    TaskContext,
     UsageSink,
 )
-from scheduler.graph import critical_path_priorities
 from scheduler.plan import Plan, PlanTask, TaskKind
-from scheduler.refs import references_in, substitute
-from scheduler.retry import RetryPolicy, retry_delay
+from scheduler.retry import RetryPolicy
 from scheduler.state import Run, RunView, TaskState
 from scheduler.validation import DEFAULT_MAX_TASKS, validate_plan
 from storage.records import (
@@ -48,6 +46,7 @@ KIND_WEIGHT: Mapping[TaskKind, float] = MappingProxyType(
     {TaskKind.TOOL: 1.0, TaskKind.LLM: 3.0, TaskKind.SUMMARY: 3.0}
 )
 HISTORY_DEPTH = 5
+_T = TypeVar("_T")
 
 
 def estimate_by_kind(task: PlanTask) -> float:
@@ -123,38 +122,23 @@ class Engine:
         return resumed
 
     async def cancel(self, run_id: str) -> bool:
-        """Cancel a run: running tasks are cancelled, the rest marked cancelled. False if idle."""
+        """Cancel a run: running tasks are cancelled, the rest marked cancelled. False if idle.
+
+        Returns once the cancellation is recorded; concurrent calls for one run share it.
+        """
         driver = self._drivers.get(run_id)
         if driver is None:
             return False
-        self._cancelling.add(run_id)
-        driver.cancel()
+        if run_id not in self._cancelling:
+            self._cancelling.add(run_id)
+            driver.cancel()
+        # The driver records the cancellation itself, after its tasks have unwound, so that
+        # wait() and run_until_idle() only return once the run reads as cancelled.
         await asyncio.wait([driver])
-        try:
-            for task in await self.store.get_tasks(run_id):
-                if not task.status.finished:
-                    self._publish(
-                        await self.store.record(
-                            Transition(
-                                run_id=run_id,
-                                kind=EventKind.TASK_CANCELLED,
-                                task_id=task.id,
-                                task_status=TaskStatus.CANCELLED,
-                            )
-                        )
-                    )
-            self._publish(
-                await self.store.record(
-                    Transition(
-                        run_id=run_id,
-                        kind=EventKind.RUN_CANCELLED,
-                        run_status=RunStatus.CANCELLED,
-                        error="Cancelled.",
-                    )
-                )
-            )
-        finally:
+        if run_id in self._cancelling:
+            # Cancelled before its first step, the driver never ran a line; record it here.
             self._cancelling.discard(run_id)
+            await self._record_cancelled(run_id)
         return True
 
     async def retry_failed(self, run_id: str) -> bool:
@@ -170,28 +154,25 @@ class Engine:
         redo = [
             t for t in tasks if t.status is not TaskStatus.SUCCEEDED or t.kind is TaskKind.SUMMARY
         ]
-        for task in redo:
-            self._publish(
-                await self.store.record(
-                    Transition(
-                        run_id=run_id,
-                        kind=EventKind.TASK_RETRIED,
-                        task_id=task.id,
-                        task_status=TaskStatus.PENDING,
-                        data={"manual": True},
-                    )
-                )
+        transitions = [
+            Transition(
+                run_id=run_id,
+                kind=EventKind.TASK_RETRIED,
+                task_id=task.id,
+                task_status=TaskStatus.PENDING,
+                data={"manual": True},
             )
-        self._publish(
-            await self.store.record(
-                Transition(
-                    run_id=run_id,
-                    kind=EventKind.RUN_RESUMED,
-                    run_status=RunStatus.RUNNING,
-                    data={"reason": "retry"},
-                )
+            for task in redo
+        ]
+        transitions.append(
+            Transition(
+                run_id=run_id,
+                kind=EventKind.RUN_RESUMED,
+                run_status=RunStatus.RUNNING,
+                data={"reason": "retry"},
             )
         )
+        await self._record_all(transitions)
         self._start(run_id, given_plan=None, resumed=False)
         return True
 
@@ -202,10 +183,9 @@ class Engine:
         record = await self.store.get_run(run_id)
         if record is None:
             raise RunNotFound(run_id)
-        tasks = await self.store.get_tasks(run_id)
-        return RunView(
-            run=Run.from_record(record), tasks=tuple(TaskState.from_record(t) for t in tasks)
-        )
+        run = Run.from_record(record)
+        records = await self.store.get_tasks(run_id)
+        return RunView(run=run, tasks=tuple(task_states(run.plan, records)))
 
     async def wait(self, run_id: str) -> RunView:
         """Wait until the run stops being worked on here, then return it as stored."""
@@ -232,6 +212,14 @@ class Engine:
     def _publish(self, event: Event) -> None:
         self.bus.publish(event)
 
+    async def _record_all(self, transitions: list[Transition]) -> None:
+        """Commit transitions together (concurrent records share a commit), then announce them."""
+        events = await _to_the_end(
+            asyncio.gather(*(self.store.record(transition) for transition in transitions))
+        )
+        for event in events:
+            self._publish(event)
+
     def _start(self, run_id: str, *, given_plan: Plan | None, resumed: bool) -> None:
         driver = asyncio.create_task(
             self._drive(run_id, given_plan, resumed), name=f"dagbot run {run_id}"
@@ -246,36 +234,119 @@ class Engine:
             log.error("run %s stopped by an internal error", run_id, exc_info=error)
 
     async def _drive(self, run_id: str, given_plan: Plan | None, resumed: bool) -> None:
-        record = await self.store.get_run(run_id)
-        if record is None:
-            raise RunNotFound(run_id)
-        run = Run.from_record(record)
-        if resumed:
-            self._publish(
-                await self.store.record(Transition(run_id=run_id, kind=EventKind.RUN_RESUMED))
-            )
-        if run.status is RunStatus.PLANNING:
-            plan = given_plan or await self._make_plan(run)
-            if plan is None:
-                return
-            self._publish(await self.store.set_plan(run_id, plan.model_dump(mode="json")))
-        tasks = [TaskState.from_record(t) for t in await self.store.get_tasks(run_id)]
-        await _Execution(self, run, tasks).run()
-
-    async def _make_plan(self, run: Run) -> Plan | None:
-        error: str | None = None
-        plan: Plan | None = None
         try:
-            if self._planner is None:
-                raise PlanningFailed("No planner is configured, so this goal cannot be planned.")
-            plan = await self._planner(
-                PlanRequest(
-                    run_id=run.id,
-                    goal=run.goal,
-                    history=await self._history(run),
-                    record_usage=self._usage_sink(run.id, None),
+            record = await self.store.get_run(run_id)
+            if record is None:
+                raise RunNotFound(run_id)
+            run = Run.from_record(record)
+            if resumed:
+                self._publish(
+                    await _to_the_end(
+                        self.store.record(Transition(run_id=run_id, kind=EventKind.RUN_RESUMED))
+                    )
                 )
+            if run.status is RunStatus.PLANNING:
+                plan = await self._make_plan(run, given_plan)
+                if plan is None:
+                    return
+                self._publish(
+                    await _to_the_end(self.store.set_plan(run_id, plan.model_dump(mode="json")))
+                )
+                # Just stored as pending: no need to read it back.
+                tasks = [
+                    TaskState(run_id=run_id, spec=spec, position=position)
+                    for position, spec in enumerate(plan.tasks)
+                ]
+            else:
+                tasks = task_states(run.plan, await self.store.get_tasks(run_id))
+            execution = Execution(
+                run=run,
+                tasks=tasks,
+                store=self.store,
+                executors=self._executors,
+                slots=self._slots,
+                limit=self.config.max_concurrency,
+                timeout=self.config.task_timeout,
+                retry=self.config.retry,
+                estimate=self._estimate,
+                usage_sink=self._usage_sink,
+                publish=self._publish,
             )
+            await execution.run()
+            await self._record_finished(run_id, list(execution.states.values()))
+        except asyncio.CancelledError:
+            if run_id in self._cancelling:
+                await self._record_cancelled(run_id)
+            raise
+        finally:
+            self._cancelling.discard(run_id)
+
+    async def _record_cancelled(self, run_id: str) -> None:
+        # Every transition the run queued has landed (Execution.run waits for them on its way
+        # out), so the store is current.
+        run = await self.store.get_run(run_id)
+        if run is None or run.status.finished:
+            return  # it finished (or failed planning) just before the cancellation arrived
+        unfinished = [t for t in await self.store.get_tasks(run_id) if not t.status.finished]
+        transitions = [
+            Transition(
+                run_id=run_id,
+                kind=EventKind.TASK_CANCELLED,
+                task_id=task.id,
+                task_status=TaskStatus.CANCELLED,
+            )
+            for task in unfinished
+        ]
+        transitions.append(
+            Transition(
+                run_id=run_id,
+                kind=EventKind.RUN_CANCELLED,
+                run_status=RunStatus.CANCELLED,
+                error="Cancelled.",
+            )
+        )
+        await self._record_all(transitions)
+
+    async def _record_finished(self, run_id: str, tasks: list[TaskState]) -> None:
+        # A resumed run can hold tasks cancelled by a cancellation the process did not finish
+        # recording; they did not succeed, so neither did the run.
+        failed = [t.id for t in tasks if t.status in (TaskStatus.FAILED, TaskStatus.CANCELLED)]
+        skipped = [t.id for t in tasks if t.status is TaskStatus.SKIPPED]
+        status = RunStatus.FAILED if failed or skipped else RunStatus.SUCCEEDED
+        error = None
+        if status is RunStatus.FAILED:
+            error = f"{len(failed)} task(s) failed and {len(skipped)} were skipped."
+        await self._record_all(
+            [
+                Transition(
+                    run_id=run_id,
+                    kind=EventKind.RUN_FINISHED,
+                    run_status=status,
+                    error=error,
+                    data={"status": status.value, "failed": failed, "skipped": skipped},
+                )
+            ]
+        )
+
+    async def _make_plan(self, run: Run, given_plan: Plan | None) -> Plan | None:
+        error: str | None = None
+        plan: Plan | None = given_plan
+        try:
+            if plan is None:
+                if self._planner is None:
+                    raise PlanningFailed(
+                        "No planner is configured, so this goal cannot be planned."
+                    )
+                plan = await self._planner(
+                    PlanRequest(
+                        run_id=run.id,
+                        goal=run.goal,
+                        history=await self._history(run),
+                        record_usage=self._usage_sink(run.id, None),
+                    )
+                )
+            # Given plans are checked too: one with a cycle or an unknown dependency would
+            # otherwise stop the run loop with an internal error on every start.
             problems = validate_plan(plan, max_tasks=self.config.max_tasks)
             if problems:
                 raise PlanInvalid(problems)
@@ -286,8 +357,8 @@ class Engine:
             error = f"Planning failed: {type(failure).__name__}: {failure}"
         if error is None:
             return plan
-        self._publish(
-            await self.store.record(
+        await self._record_all(
+            [
                 Transition(
                     run_id=run.id,
                     kind=EventKind.RUN_FINISHED,
@@ -295,7 +366,7 @@ class Engine:
                     error=error,
                     data={"status": RunStatus.FAILED.value, "stage": "planning"},
                 )
-            )
+            ]
         )
         return None
 
@@ -333,237 +404,15 @@ class Engine:
         return record_usage
 
 
-class _Execution:
-    """The in-memory state of one run while it executes."""
+async def _to_the_end(write: Awaitable[_T]) -> _T:
+    """Await a store write; if cancelled meanwhile, let the write finish before re-raising.
 
-    def __init__(self, engine: Engine, run: Run, tasks: list[TaskState]) -> None:
-        self.engine = engine
-        self.run_id = run.id
-        self.goal = run.goal
-        self.states: dict[str, TaskState] = {t.id: t for t in tasks}
-        self.children: dict[str, list[str]] = {t.id: [] for t in tasks}
-        for task in tasks:
-            for dep in task.spec.deps:
-                self.children[dep].append(task.id)
-        self.priority = critical_path_priorities(
-            {t.id: t.spec.deps for t in tasks}, {t.id: engine._estimate(t.spec) for t in tasks}
-        )
-        self.waiting: dict[str, int] = {}
-        self.ready: list[tuple[float, int, str]] = []
-        self.slots_used = 0
-        self.alive = 0
-        self.idle = asyncio.Event()
-        self.group: asyncio.TaskGroup | None = None
-
-    async def run(self) -> None:
-        await self._settle_initial()
-        async with asyncio.TaskGroup() as group:
-            self.group = group
-            self._fill()
-            if self.alive == 0:
-                self.idle.set()
-            await self.idle.wait()
-        await self._finish()
-
-    async def _settle_initial(self) -> None:
-        """Rebuild readiness from stored states (fresh runs and resumed ones alike)."""
-        for task in self.states.values():
-            if not task.status.finished:
-                self.waiting[task.id] = sum(
-                    1 for d in task.spec.deps if not self.states[d].status.finished
-                )
-        for task_id in list(self.waiting):
-            task = self.states[task_id]
-            if task.status.finished:
-                continue  # skipped by an earlier iteration
-            blocked_by = next(
-                (
-                    d
-                    for d in task.spec.deps
-                    if self.states[d].status.finished
-                    and self.states[d].status is not TaskStatus.SUCCEEDED
-                ),
-                None,
-            )
-            if blocked_by is not None and task.kind is not TaskKind.SUMMARY:
-                await self._skip(task_id, blocked_by)
-            elif self.waiting[task_id] == 0:
-                self._push(task_id)
-
-    def _push(self, task_id: str) -> None:
-        heapq.heappush(
-            self.ready, (-self.priority[task_id], self.states[task_id].position, task_id)
-        )
-
-    def _fill(self) -> None:
-        assert self.group is not None
-        limit = self.engine.config.max_concurrency
-        while self.ready and self.slots_used < limit:
-            _, _, task_id = heapq.heappop(self.ready)
-            self.slots_used += 1
-            self.alive += 1
-            self.group.create_task(self._task_main(task_id), name=f"{self.run_id}/{task_id}")
-
-    async def _task_main(self, task_id: str) -> None:
-        try:
-            async with self.engine._slots:
-                await self._attempts(task_id)
-            self.slots_used -= 1
-            await self._settle(task_id)
-            self._fill()
-        finally:
-            self.alive -= 1
-            if self.alive == 0 and not self.ready:
-                self.idle.set()
-
-    async def _attempts(self, task_id: str) -> None:
-        engine = self.engine
-        config = engine.config
-        attempt = 0
-        while True:
-            attempt += 1
-            state = await self._transition(
-                task_id, EventKind.TASK_STARTED, TaskStatus.RUNNING, new_attempt=True
-            )
-            spec = state.spec
-            context = TaskContext(
-                run_id=self.run_id,
-                goal=self.goal,
-                task=self._substituted(spec),
-                attempt=state.attempts,
-                results=MappingProxyType(self.states),
-                record_usage=engine._usage_sink(self.run_id, task_id),
-            )
-            executor = engine._executors.get(spec.kind)
-            try:
-                if executor is None:
-                    raise TaskError(f"No executor is configured for {spec.kind} tasks.")
-                async with asyncio.timeout(config.task_timeout):
-                    output = await executor(context)
-            except Exception as error:
-                message = _describe(error, config.task_timeout)
-                delay = retry_delay(error, attempt, config.retry)
-                if delay is None:
-                    await self._transition(
-                        task_id, EventKind.TASK_FAILED, TaskStatus.FAILED, error=message
-                    )
-                    return
-                await self._transition(
-                    task_id,
-                    EventKind.TASK_RETRIED,
-                    None,
-                    error=message,
-                    data={"attempt": state.attempts, "delay": round(delay, 3)},
-                )
-                await asyncio.sleep(delay)
-                continue
-            await self._transition(
-                task_id, EventKind.TASK_SUCCEEDED, TaskStatus.SUCCEEDED, output=output
-            )
-            return
-
-    def _substituted(self, spec: PlanTask) -> PlanTask:
-        refs = references_in([spec.args, spec.prompt or ""])
-        if not refs:
-            return spec
-        outputs = {
-            ref: output
-            for ref in refs
-            if ref in self.states and (output := self.states[ref].output) is not None
-        }
-        return spec.model_copy(
-            update={
-                "args": substitute(spec.args, outputs),
-                "prompt": substitute(spec.prompt, outputs) if spec.prompt is not None else None,
-            }
-        )
-
-    async def _settle(self, task_id: str) -> None:
-        """A task reached a final status: release, or skip, the tasks that wait on it."""
-        succeeded = self.states[task_id].status is TaskStatus.SUCCEEDED
-        for child_id in self.children[task_id]:
-            child = self.states[child_id]
-            if child.status.finished or child_id not in self.waiting:
-                continue
-            if succeeded or child.kind is TaskKind.SUMMARY:
-                self.waiting[child_id] -= 1
-                if self.waiting[child_id] == 0:
-                    self._push(child_id)
-            else:
-                await self._skip(child_id, task_id)
-
-    async def _skip(self, task_id: str, because: str) -> None:
-        self.waiting.pop(task_id, None)
-        await self._transition(
-            task_id,
-            EventKind.TASK_SKIPPED,
-            TaskStatus.SKIPPED,
-            error=f"Skipped because {because} did not succeed.",
-            data={"because": because},
-        )
-        await self._settle(task_id)
-
-    async def _transition(
-        self,
-        task_id: str,
-        kind: EventKind,
-        status: TaskStatus | None,
-        *,
-        output: str | None = None,
-        error: str | None = None,
-        new_attempt: bool = False,
-        data: dict[str, object] | None = None,
-    ) -> TaskState:
-        event = await self.engine.store.record(
-            Transition(
-                run_id=self.run_id,
-                kind=kind,
-                task_id=task_id,
-                task_status=status,
-                output=output,
-                error=error,
-                new_attempt=new_attempt,
-                data=data,
-            )
-        )
-        state = self.states[task_id]
-        if status is not None:
-            state = replace(
-                state,
-                status=status,
-                attempts=state.attempts + (1 if new_attempt else 0),
-                started_at=event.at if status is TaskStatus.RUNNING else state.started_at,
-                finished_at=event.at if status.finished else None,
-                output=output if status is TaskStatus.SUCCEEDED else None,
-                error=error,
-            )
-            self.states[task_id] = state
-        self.engine._publish(event)
-        return state
-
-    async def _finish(self) -> None:
-        failed = [t.id for t in self.states.values() if t.status is TaskStatus.FAILED]
-        skipped = [t.id for t in self.states.values() if t.status is TaskStatus.SKIPPED]
-        status = RunStatus.FAILED if failed or skipped else RunStatus.SUCCEEDED
-        error = None
-        if status is RunStatus.FAILED:
-            error = f"{len(failed)} task(s) failed and {len(skipped)} were skipped."
-        self.engine._publish(
-            await self.engine.store.record(
-                Transition(
-                    run_id=self.run_id,
-                    kind=EventKind.RUN_FINISHED,
-                    run_status=status,
-                    error=error,
-                    data={"status": status.value, "failed": failed, "skipped": skipped},
-                )
-            )
-        )
-
-
-def _describe(error: BaseException, timeout: float) -> str:
-    if isinstance(error, TaskError):
-        return str(error)
-    if isinstance(error, TimeoutError):
-        return f"Timed out after {timeout:g} s."
-    return f"{type(error).__name__}: {error}"
+    Cancellation then never leaves a write landing after the cancellation has been recorded
+    (a plan stored after its run was marked cancelled would bring the run back to life).
+    """
+    task = asyncio.ensure_future(write)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait([task])
+        raise

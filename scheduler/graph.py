@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Mapping, Sequence
 
 
@@ -54,10 +55,10 @@ def topological_order(deps: Mapping[str, Sequence[str]]) -> list[str]:
             if parent in children:
                 children[parent].append(task)
                 indegree[task] += 1
-    ready = [task for task, count in indegree.items() if count == 0]
+    ready = deque(task for task, count in indegree.items() if count == 0)
     order: list[str] = []
     while ready:
-        task = ready.pop(0)
+        task = ready.popleft()
         order.append(task)
         for child in children[task]:
             indegree[child] -= 1

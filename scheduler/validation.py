@@ -8,6 +8,7 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
+from referencing.exceptions import Unresolvable
 
 from scheduler.catalogue import ToolSpec
 from scheduler.graph import ancestors, find_cycle
@@ -64,19 +65,17 @@ def validate_plan(
         problems.append(
             f"The dependencies form a cycle: {' -> '.join(cycle)}. A task cannot wait on itself."
         )
-    else:
-        for task in tasks:
-            reachable = ancestors(deps, task.id)
-            missing = sorted(
-                ref
-                for ref in references_in([task.args, task.prompt or ""])
-                if ref in ids and ref not in reachable
+    # ancestors() is cycle-safe, so reference problems are reported alongside a cycle.
+    for task in tasks:
+        refs = references_in([task.args, task.prompt or ""]) & ids
+        if not refs:
+            continue  # most tasks reference nothing: skip the graph walk (large plans)
+        missing = sorted(refs - ancestors(deps, task.id))
+        if missing:
+            problems.append(
+                f"Task {task.id!r} uses the output of {', '.join(missing)} but does not "
+                "depend on it; add it to deps (directly or through another task)."
             )
-            if missing:
-                problems.append(
-                    f"Task {task.id!r} uses the output of {', '.join(missing)} but does not "
-                    "depend on it; add it to deps (directly or through another task)."
-                )
     return problems
 
 
@@ -118,9 +117,9 @@ def _task_problems(
 
 def _argument_problems(task: PlanTask, spec: ToolSpec) -> list[str]:
     try:
-        validator = Draft202012Validator(spec.input_schema)
-        errors = list(validator.iter_errors(task.args))
-    except SchemaError:
+        Draft202012Validator.check_schema(spec.input_schema)
+        errors = list(Draft202012Validator(spec.input_schema).iter_errors(task.args))
+    except (SchemaError, Unresolvable):
         return []  # a server's broken schema is not the plan's fault
     problems: list[str] = []
     for error in errors:

@@ -1,4 +1,8 @@
-"""The embedded store: aiosqlite in WAL mode, with group commit for state transitions."""
+"""The embedded store: SQLite in WAL mode, with group commit for state transitions.
+
+Writes go through one connection on one thread, each transaction a single hop to it (see
+connection.py); reads use a second connection and thread, so a long write never delays a read.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +11,13 @@ import json
 import sqlite3
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-import aiosqlite
-
+from storage.connection import Connection
 from storage.errors import DatabaseUnusable, StorageError, UnsupportedDatabaseURL
 from storage.records import (
     Event,
@@ -31,7 +34,6 @@ from storage.records import (
 from storage.sql import migrations, query
 
 SQLITE_HEADER = b"SQLite format 3\x00"
-BUSY_TIMEOUT_MS = 10_000
 INBOX_RETENTION_SECONDS = 7 * 24 * 3600
 
 _Pending = tuple[Transition, float, "asyncio.Future[Event]"]
@@ -57,10 +59,9 @@ async def open_store(database_url: str) -> SqliteStore:
 
 
 class SqliteStore:
-    def __init__(self, writer: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
+    def __init__(self, writer: Connection, reader: Connection) -> None:
         self._writer = writer
         self._reader = reader
-        self._write_lock = asyncio.Lock()
         self._pending: list[_Pending] = []
         self._flusher: asyncio.Task[None] | None = None
 
@@ -69,57 +70,54 @@ class SqliteStore:
         memory = path == ":memory:"
         if not memory:
             _check_header(Path(path))
-        writer = await _connect(path)
+        writer = await Connection.open(path, name="dagbot-sqlite-writer")
         try:
-            await _migrate(writer, path)
-            reader = writer if memory else await _connect(path)
+            await writer.run(partial(_migrate, path=path))
+            # An in-memory database exists only for its own connection: read through it too.
+            reader = writer if memory else await Connection.open(path, name="dagbot-sqlite-reader")
         except BaseException:
             await writer.close()
             raise
         store = cls(writer, reader)
-        await store._prune_inbox()
+        await writer.transaction(
+            partial(
+                _execute, query("prune_inbox"), {"before": time.time() - INBOX_RETENTION_SECONDS}
+            )
+        )
         return store
 
     async def close(self) -> None:
+        """Commit the transitions already handed in (their callers may have gone), then close."""
         if self._flusher is not None:
-            await asyncio.shield(self._flusher)
+            await asyncio.wait([self._flusher])
         if self._reader is not self._writer:
             await self._reader.close()
         await self._writer.close()
 
     # -- writes -------------------------------------------------------------------------------
-
-    @asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        async with self._write_lock:
-            await self._writer.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._writer
-            except BaseException:
-                await self._writer.execute("ROLLBACK")
-                raise
-            await self._writer.execute("COMMIT")
+    # Each write is one transaction run whole on the writer thread: a caller cancelled while
+    # waiting does not stop it, and close() waits for it.
 
     async def create_run(self, new: NewRun) -> tuple[RunRecord, Event]:
         now = time.time()
         run_id = uuid.uuid4().hex[:10]
-        async with self._transaction() as db:
-            await db.execute(
-                query("insert_run"),
-                {
-                    "id": run_id,
-                    "goal": new.goal,
-                    "status": RunStatus.PLANNING.value,
-                    "requester": new.requester,
-                    "thread_key": new.thread_key,
-                    "parent_run_id": new.parent_run_id,
-                    "meta_json": json.dumps(new.meta),
-                    "at": now,
-                },
-            )
-            event = await self._insert_event(
-                db, Transition(run_id=run_id, kind=EventKind.RUN_CREATED), now
-            )
+        row = {
+            "id": run_id,
+            "goal": new.goal,
+            "status": RunStatus.PLANNING.value,
+            "requester": new.requester,
+            "thread_key": new.thread_key,
+            "parent_run_id": new.parent_run_id,
+            "meta_json": json.dumps(new.meta),
+            "at": now,
+        }
+        created = Transition(run_id=run_id, kind=EventKind.RUN_CREATED)
+
+        def work(db: sqlite3.Connection) -> int:
+            db.execute(query("insert_run"), row)
+            return _insert_event(db, created, now)
+
+        seq = await self._writer.transaction(work)
         record = RunRecord(
             id=run_id,
             goal=new.goal,
@@ -131,49 +129,51 @@ class SqliteStore:
             parent_run_id=new.parent_run_id,
             meta=dict(new.meta),
         )
-        return record, event
+        return record, _event(seq, created, now)
 
     async def set_plan(self, run_id: str, plan: dict[str, Any]) -> Event:
         now = time.time()
         tasks = plan.get("tasks", [])
-        async with self._transaction() as db:
-            await db.execute(
-                query("set_plan"),
-                {
-                    "id": run_id,
-                    "plan_json": json.dumps(plan),
-                    "status": RunStatus.RUNNING.value,
-                    "at": now,
-                },
-            )
-            await db.executemany(
-                query("insert_task"),
-                [
-                    {
-                        "run_id": run_id,
-                        "id": task["id"],
-                        "position": position,
-                        "spec_json": json.dumps(task),
-                    }
-                    for position, task in enumerate(tasks)
-                ],
-            )
-            return await self._insert_event(
-                db,
-                Transition(run_id=run_id, kind=EventKind.RUN_PLANNED, data={"tasks": len(tasks)}),
-                now,
-            )
+        planned = Transition(run_id=run_id, kind=EventKind.RUN_PLANNED, data={"tasks": len(tasks)})
+        run_row = {
+            "id": run_id,
+            "plan_json": json.dumps(plan),
+            "status": RunStatus.RUNNING.value,
+            "at": now,
+        }
+        task_rows = [
+            {
+                "run_id": run_id,
+                "id": task["id"],
+                "position": position,
+                "spec_json": json.dumps(task),
+            }
+            for position, task in enumerate(tasks)
+        ]
 
-    async def record(self, transition: Transition) -> Event:
+        def work(db: sqlite3.Connection) -> int:
+            db.execute(query("set_plan"), run_row)
+            db.executemany(query("insert_task"), task_rows)
+            return _insert_event(db, planned, now)
+
+        return _event(await self._writer.transaction(work), planned, now)
+
+    def record(self, transition: Transition) -> asyncio.Future[Event]:
+        """Queue `transition` at once for the next group commit; the future gives its event.
+
+        The transition is committed even if nobody awaits the future (or the awaiting task is
+        cancelled), and transitions commit in the order record() was called.
+        """
         future: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
         self._pending.append((transition, time.time(), future))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush(), name="store-group-commit")
-        return await future
+        return future
 
     async def _flush(self) -> None:
         # Transitions that arrive while a batch is being written wait for the next batch: under
         # load every transaction carries many transitions, which is what keeps persistence cheap.
+        # Batches are written in arrival order, so transitions commit in the order recorded.
         while self._pending:
             batch, self._pending = self._pending, []
             try:
@@ -210,28 +210,24 @@ class SqliteStore:
             for t, at, _ in batch
             if t.task_status is not None
         ]
-        async with self._transaction() as db:
+        event_rows = [_event_row(t, at) for t, at, _ in batch]
+
+        def work(db: sqlite3.Connection) -> int:
             if task_updates:
-                await db.executemany(query("update_task"), task_updates)
+                db.executemany(query("update_task"), task_updates)
             if run_updates:
-                await db.executemany(query("update_run_status"), run_updates)
-            await db.executemany(query("insert_event"), [_event_row(t, at) for t, at, _ in batch])
-            last = await _scalar(db, "SELECT last_insert_rowid()")
-        first = last - len(batch) + 1
+                db.executemany(query("update_run_status"), run_updates)
+            db.executemany(query("insert_event"), event_rows)
+            last: int = db.execute("SELECT last_insert_rowid()").fetchone()[0]
+            return last
+
+        # The write lock is held from BEGIN IMMEDIATE on, so the batch's rowids are contiguous.
+        first = await self._writer.transaction(work) - len(batch) + 1
         return [_event(seq, t, at) for seq, (t, at, _) in enumerate(batch, start=first)]
 
-    async def _insert_event(
-        self, db: aiosqlite.Connection, transition: Transition, at: float
-    ) -> Event:
-        cursor = await db.execute(query("insert_event"), _event_row(transition, at))
-        seq = cursor.lastrowid
-        if seq is None:
-            raise StorageError("the event log did not return a sequence number")
-        return _event(seq, transition, at)
-
     async def update_meta(self, run_id: str, patch: dict[str, Any]) -> RunRecord:
-        async with self._transaction() as db:
-            row = await _one(db, query("select_run"), {"id": run_id})
+        def work(db: sqlite3.Connection) -> sqlite3.Row:
+            row = db.execute(query("select_run"), {"id": run_id}).fetchone()
             if row is None:
                 raise StorageError(f"no run {run_id!r}")
             meta = json.loads(row["meta_json"])
@@ -240,30 +236,26 @@ class SqliteStore:
                     meta.pop(key, None)
                 else:
                     meta[key] = value
-            await db.execute(
+            db.execute(
                 query("update_meta"),
                 {"id": run_id, "meta_json": json.dumps(meta), "at": time.time()},
             )
-            updated = await _one(db, query("select_run"), {"id": run_id})
-        assert updated is not None
-        return _run(updated)
+            updated: sqlite3.Row = db.execute(query("select_run"), {"id": run_id}).fetchone()
+            return updated
+
+        return _run(await self._writer.transaction(work))
 
     async def claim_delivery(self, event_id: str) -> bool:
-        async with self._transaction() as db:
-            cursor = await db.execute(
-                query("insert_inbox"), {"event_id": event_id, "at": time.time()}
-            )
+        def work(db: sqlite3.Connection) -> bool:
+            cursor = db.execute(query("insert_inbox"), {"event_id": event_id, "at": time.time()})
             return cursor.rowcount == 1
 
-    async def _prune_inbox(self) -> None:
-        async with self._transaction() as db:
-            await db.execute(
-                query("prune_inbox"), {"before": time.time() - INBOX_RETENTION_SECONDS}
-            )
+        return await self._writer.transaction(work)
 
     async def record_usage(self, usage: UsageRecord) -> None:
-        async with self._transaction() as db:
-            await db.execute(
+        await self._writer.transaction(
+            partial(
+                _execute,
                 query("insert_usage"),
                 {
                     "run_id": usage.run_id,
@@ -274,50 +266,47 @@ class SqliteStore:
                     "at": time.time(),
                 },
             )
+        )
 
     # -- reads --------------------------------------------------------------------------------
 
     async def get_run(self, run_id: str) -> RunRecord | None:
-        row = await _one(self._reader, query("select_run"), {"id": run_id})
+        row = await self._reader.fetchone(query("select_run"), {"id": run_id})
         return _run(row) if row is not None else None
 
     async def get_tasks(self, run_id: str) -> list[TaskRecord]:
-        rows = await self._reader.execute_fetchall(query("select_tasks"), {"run_id": run_id})
+        rows = await self._reader.fetchall(query("select_tasks"), {"run_id": run_id})
         return [_task(row) for row in rows]
 
     async def find_run(self, id_or_prefix: str) -> RunRecord | None:
         if not id_or_prefix:
             return None
-        rows = list(
-            await self._reader.execute_fetchall(
-                query("select_runs_by_prefix"), {"prefix": id_or_prefix}
-            )
-        )
+        rows = await self._reader.fetchall(query("select_runs_by_prefix"), {"prefix": id_or_prefix})
         exact = [row for row in rows if row["id"] == id_or_prefix]
         if exact:
             return _run(exact[0])
         return _run(rows[0]) if len(rows) == 1 else None
 
     async def unfinished_runs(self) -> list[str]:
-        rows = await self._reader.execute_fetchall(query("select_unfinished_runs"))
+        rows = await self._reader.fetchall(query("select_unfinished_runs"))
         return [row["id"] for row in rows]
 
     async def recent_runs(
         self, *, requester: str | None = None, limit: int = 20
     ) -> list[RunRecord]:
-        rows = await self._reader.execute_fetchall(
+        rows = await self._reader.fetchall(
             query("select_recent_runs"), {"requester": requester, "limit": limit}
         )
         return [_run(row) for row in rows]
 
     async def latest_run_in_thread(self, thread_key: str) -> RunRecord | None:
-        row = await _one(
-            self._reader, query("select_latest_run_in_thread"), {"thread_key": thread_key}
+        row = await self._reader.fetchone(
+            query("select_latest_run_in_thread"), {"thread_key": thread_key}
         )
         return _run(row) if row is not None else None
 
     async def events(self, run_id: str) -> list[Event]:
-        rows = await self._reader.execute_fetchall(query("select_events"), {"run_id": run_id})
+        rows = await self._reader.fetchall(query("select_events"), {"run_id": run_id})
         return [
             Event(
                 seq=row["seq"],
@@ -331,7 +320,7 @@ class SqliteStore:
         ]
 
     async def usage(self, run_id: str) -> list[UsageTotal]:
-        rows = await self._reader.execute_fetchall(query("select_usage"), {"run_id": run_id})
+        rows = await self._reader.fetchall(query("select_usage"), {"run_id": run_id})
         return [
             UsageTotal(
                 task_id=row["task_id"],
@@ -344,7 +333,7 @@ class SqliteStore:
         ]
 
 
-# -- opening and migrating ----------------------------------------------------------------------
+# -- opening and migrating (these run on the writer thread) -------------------------------------
 
 
 def _check_header(path: Path) -> None:
@@ -362,90 +351,99 @@ def _check_header(path: Path) -> None:
         )
 
 
-async def _connect(path: str) -> aiosqlite.Connection:
+def _migrate(db: sqlite3.Connection, *, path: str) -> None:
+    """Check that the file is dagbot's and current enough, then switch to WAL and migrate.
+
+    Nothing is written before the checks pass: switching to WAL rewrites the file header, so a
+    foreign or newer file must be refused first to stay byte-for-byte untouched.
+    """
+    steps = migrations()
+    latest = steps[-1][0]
     try:
-        db = await aiosqlite.connect(path, isolation_level=None)
-    except sqlite3.Error as error:
-        raise DatabaseUnusable(f"cannot open the database {path}: {error}") from error
-    db.row_factory = aiosqlite.Row
-    try:
-        await db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        if path != ":memory:":
-            await db.execute("PRAGMA journal_mode = WAL")
-        # NORMAL in WAL mode keeps every commit atomic and durable across process crashes;
-        # only an OS crash or power loss can lose the last transactions.
-        await db.execute("PRAGMA synchronous = NORMAL")
-        await db.execute("PRAGMA foreign_keys = ON")
+        # One read transaction, so a concurrent first start-up cannot show us a version from
+        # before its migration and tables from after it.
+        db.execute("BEGIN")
+        try:
+            version = int(db.execute("PRAGMA user_version").fetchone()[0])
+            check = str(db.execute("PRAGMA quick_check").fetchone()[0])
+            tables = int(
+                db.execute(
+                    "SELECT COUNT(*) FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'"
+                ).fetchone()[0]
+            )
+        finally:
+            db.execute("COMMIT")
     except sqlite3.DatabaseError as error:
-        await db.close()
         raise DatabaseUnusable(
             f"the database {path} is unusable ({error}); dagbot leaves it untouched. "
             "Move it aside or point DATABASE_URL elsewhere."
         ) from error
-    return db
-
-
-async def _migrate(db: aiosqlite.Connection, path: str) -> None:
-    try:
-        version = await _scalar(db, "PRAGMA user_version")
-        check = await _scalar_text(db, "PRAGMA quick_check")
-        if check != "ok":
-            raise DatabaseUnusable(
-                f"the database {path} is corrupt (integrity check: {check}); dagbot leaves it "
-                "untouched. Restore a backup or point DATABASE_URL elsewhere."
-            )
-        tables = await _scalar(
-            db, "SELECT COUNT(*) FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'"
-        )
-    except sqlite3.DatabaseError as error:
+    if check != "ok":
         raise DatabaseUnusable(
-            f"the database {path} is unusable ({error}); dagbot leaves it untouched."
-        ) from error
-    steps = migrations()
-    latest = steps[-1][0]
+            f"the database {path} is corrupt (integrity check: {check}); dagbot leaves it "
+            "untouched. Restore a backup or point DATABASE_URL elsewhere."
+        )
     if version > latest:
         raise DatabaseUnusable(
             f"the database {path} has schema version {version}, newer than this dagbot "
-            f"understands ({latest}); upgrade dagbot or point DATABASE_URL elsewhere."
+            f"understands ({latest}); dagbot leaves it untouched. Upgrade dagbot or point "
+            "DATABASE_URL elsewhere."
         )
     if version == 0 and tables:
         raise DatabaseUnusable(
-            f"{path} holds tables that are not dagbot's; dagbot leaves it untouched."
+            f"{path} holds tables that are not dagbot's; dagbot leaves it untouched. "
+            "Point DATABASE_URL elsewhere."
         )
+    if path != ":memory:":
+        # Read the answer to the end: an unfinished statement holds a read snapshot, and
+        # BEGIN IMMEDIATE then fails with "database is locked" at once instead of waiting.
+        db.execute("PRAGMA journal_mode = WAL").fetchall()
     for step, script in steps:
         if step <= version:
             continue
         try:
-            await db.executescript(
-                f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {step};\nCOMMIT;"
-            )
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                # Another process may have migrated while we waited for the write lock.
+                if int(db.execute("PRAGMA user_version").fetchone()[0]) < step:
+                    for statement in _statements(script):
+                        db.execute(statement)
+                    db.execute(f"PRAGMA user_version = {step}")
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
         except sqlite3.Error as error:
-            if db.in_transaction:
-                await db.execute("ROLLBACK")
             raise StorageError(f"migrating {path} to schema {step} failed: {error}") from error
+
+
+def _statements(script: str) -> list[str]:
+    """Split a SQL script into complete statements (executescript would commit on its own)."""
+    statements: list[str] = []
+    buffer = ""
+    for line in script.splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            statements.append(buffer.strip())
+            buffer = ""
+    if buffer.strip():
+        statements.append(buffer.strip())
+    return statements
 
 
 # -- rows <-> records ---------------------------------------------------------------------------
 
 
-async def _one(db: aiosqlite.Connection, sql: str, params: dict[str, Any]) -> aiosqlite.Row | None:
-    async with db.execute(sql, params) as cursor:
-        row: aiosqlite.Row | None = await cursor.fetchone()
-        return row
+def _execute(sql: str, params: dict[str, Any], db: sqlite3.Connection) -> None:
+    db.execute(sql, params)
 
 
-async def _scalar(db: aiosqlite.Connection, sql: str) -> int:
-    async with db.execute(sql) as cursor:
-        row = await cursor.fetchone()
-    assert row is not None
-    return int(row[0])
-
-
-async def _scalar_text(db: aiosqlite.Connection, sql: str) -> str:
-    async with db.execute(sql) as cursor:
-        row = await cursor.fetchone()
-    assert row is not None
-    return str(row[0])
+def _insert_event(db: sqlite3.Connection, transition: Transition, at: float) -> int:
+    seq = db.execute(query("insert_event"), _event_row(transition, at)).lastrowid
+    if seq is None:
+        raise StorageError("the event log did not return a sequence number")
+    return seq
 
 
 def _event_row(transition: Transition, at: float) -> dict[str, Any]:
@@ -475,7 +473,7 @@ def _event(seq: int, transition: Transition, at: float) -> Event:
     )
 
 
-def _run(row: aiosqlite.Row) -> RunRecord:
+def _run(row: sqlite3.Row) -> RunRecord:
     return RunRecord(
         id=row["id"],
         goal=row["goal"],
@@ -491,7 +489,7 @@ def _run(row: aiosqlite.Row) -> RunRecord:
     )
 
 
-def _task(row: aiosqlite.Row) -> TaskRecord:
+def _task(row: sqlite3.Row) -> TaskRecord:
     return TaskRecord(
         run_id=row["run_id"],
         id=row["id"],

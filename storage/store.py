@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any, Protocol
 
 from storage.records import (
@@ -24,8 +25,13 @@ class Store(Protocol):
         """Store the plan and one pending row per task; the run becomes running."""
         ...
 
-    async def record(self, transition: Transition) -> Event:
-        """Commit one transition with its event; concurrent calls share one transaction."""
+    def record(self, transition: Transition) -> Awaitable[Event]:
+        """Commit one transition with its event; concurrent calls share one transaction.
+
+        `await store.record(t)` returns once it is committed. Transitions commit in the order
+        record() is called, and a transition is committed even if its caller is cancelled while
+        waiting: the engine relies on both.
+        """
         ...
 
     async def update_meta(self, run_id: str, patch: dict[str, Any]) -> RunRecord:

@@ -1,0 +1,347 @@
+"""One run while it executes: readiness, priorities, limits, attempts and transitions.
+
+Event-driven: a task starts the moment its last dependency settles, from inside that
+dependency's own coroutine; nothing polls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import time
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+
+from scheduler.errors import TaskError
+from scheduler.executor import Executor, TaskContext, UsageSink
+from scheduler.graph import critical_path_priorities
+from scheduler.plan import Plan, PlanTask, TaskKind
+from scheduler.refs import references_in, substitute
+from scheduler.retry import RetryPolicy, retry_delay
+from scheduler.state import Run, TaskState
+from storage.records import Event, EventKind, TaskRecord, TaskStatus, Transition
+from storage.store import Store
+
+
+class Execution:
+    """The in-memory state of one run while it executes.
+
+    A transition is applied here at once and queued for commit; whoever must not go on before
+    it is durable awaits it (a task's executor starts only once its start is committed). The
+    store commits in the order transitions are queued, so when a finished task frees its slot
+    and releases its dependants, their starts share a commit with its outcome: one commit per
+    step of the graph instead of two, and no dependant can start on an outcome that may still
+    be lost.
+    """
+
+    def __init__(
+        self,
+        *,
+        run: Run,
+        tasks: list[TaskState],
+        store: Store,
+        executors: Mapping[TaskKind, Executor],
+        slots: asyncio.Semaphore,
+        limit: int,
+        timeout: float,
+        retry: RetryPolicy,
+        estimate: Callable[[PlanTask], float],
+        usage_sink: Callable[[str, str | None], UsageSink],
+        publish: Callable[[Event], None],
+    ) -> None:
+        self.store = store
+        self.executors = executors
+        self.slots = slots
+        """Process-wide: shared by every run."""
+        self.limit = limit
+        """Tasks of this run at once."""
+        self.timeout = timeout
+        self.retry = retry
+        self.usage_sink = usage_sink
+        self.publish = publish
+        self.run_id = run.id
+        self.goal = run.goal
+        self.states: dict[str, TaskState] = {t.id: t for t in tasks}
+        self.results = MappingProxyType(self.states)
+        self.children: dict[str, list[str]] = {t.id: [] for t in tasks}
+        for task in tasks:
+            for dep in task.spec.deps:
+                self.children[dep].append(task.id)
+        self.priority = critical_path_priorities(
+            {t.id: t.spec.deps for t in tasks}, {t.id: estimate(t.spec) for t in tasks}
+        )
+        self.waiting: dict[str, int] = {}
+        self.ready: list[tuple[float, int, str]] = []
+        self.slots_used = 0
+        self.alive = 0
+        self.idle = asyncio.Event()
+        self.group: asyncio.TaskGroup | None = None
+        self.writes: set[asyncio.Future[Event]] = set()
+
+    async def run(self) -> None:
+        """Run every task that can run; return once none is left running or ready."""
+        try:
+            for write in self._settle_initial():
+                await asyncio.shield(write)
+            async with asyncio.TaskGroup() as group:
+                self.group = group
+                self._fill()
+                if self.alive == 0:
+                    self.idle.set()
+                await self.idle.wait()
+        finally:
+            # Cancelled or not, let every queued transition land before the run is left: a
+            # cancellation is recorded from what the store holds.
+            if self.writes:
+                await asyncio.wait(set(self.writes))
+
+    def _settle_initial(self) -> list[asyncio.Future[Event]]:
+        """Rebuild readiness from stored states (fresh runs and resumed ones alike)."""
+        announced: list[asyncio.Future[Event]] = []
+        for task in self.states.values():
+            if not task.status.finished:
+                self.waiting[task.id] = sum(
+                    1 for d in task.spec.deps if not self.states[d].status.finished
+                )
+        for task_id in list(self.waiting):
+            if task_id not in self.waiting:
+                continue  # skipped, or made ready, by an earlier iteration
+            task = self.states[task_id]
+            blocked_by = next(
+                (
+                    d
+                    for d in task.spec.deps
+                    if self.states[d].status.finished
+                    and self.states[d].status is not TaskStatus.SUCCEEDED
+                ),
+                None,
+            )
+            if blocked_by is not None and task.kind is not TaskKind.SUMMARY:
+                self._skip(task_id, blocked_by, announced)
+            elif self.waiting[task_id] == 0:
+                self._push(task_id)
+        return announced
+
+    def _push(self, task_id: str) -> None:
+        # Leaving `waiting` is what keeps a task from being queued twice (see _settle_initial).
+        del self.waiting[task_id]
+        heapq.heappush(
+            self.ready, (-self.priority[task_id], self.states[task_id].position, task_id)
+        )
+
+    def _fill(self) -> None:
+        assert self.group is not None
+        while self.ready and self.slots_used < self.limit:
+            _, _, task_id = heapq.heappop(self.ready)
+            self.slots_used += 1
+            self.alive += 1
+            self.group.create_task(self._task_main(task_id), name=f"{self.run_id}/{task_id}")
+
+    async def _task_main(self, task_id: str) -> None:
+        try:
+            async with self.slots:
+                outcome = await self._attempts(task_id)
+            self.slots_used -= 1
+            announced = [outcome]
+            self._settle(task_id, announced)
+            self._fill()
+            for write in announced:
+                await asyncio.shield(write)  # surfaces a storage failure
+        finally:
+            self.alive -= 1
+            if self.alive == 0 and not self.ready:
+                self.idle.set()
+
+    async def _attempts(self, task_id: str) -> asyncio.Future[Event]:
+        """Run the task until it succeeds or may not be retried; returns its queued outcome."""
+        attempt = 0
+        while True:
+            attempt += 1
+            # The executor starts only once the start is durable: a task found running after a
+            # crash has really been started, and its attempt counted.
+            await asyncio.shield(
+                self._transition(
+                    task_id, EventKind.TASK_STARTED, TaskStatus.RUNNING, new_attempt=True
+                )
+            )
+            state = self.states[task_id]
+            context = TaskContext(
+                run_id=self.run_id,
+                goal=self.goal,
+                task=self._substituted(state.spec),
+                attempt=state.attempts,
+                results=self.results,
+                record_usage=self.usage_sink(self.run_id, task_id),
+            )
+            executor = self.executors.get(state.kind)
+            failure: Exception
+            try:
+                if executor is None:
+                    raise TaskError(f"No executor is configured for {state.kind} tasks.")
+                async with asyncio.timeout(self.timeout):
+                    output = await executor(context)
+            except asyncio.CancelledError:
+                if _cancelling():
+                    raise
+                # Raised inside the executor, not by a cancellation of the run: left to
+                # propagate it would end the task silently and leave it running forever.
+                failure = TaskError("The executor was cancelled from inside, without a result.")
+            except Exception as error:
+                failure = error
+            else:
+                return self._transition(
+                    task_id, EventKind.TASK_SUCCEEDED, TaskStatus.SUCCEEDED, output=output
+                )
+            message = describe(failure, self.timeout)
+            delay = retry_delay(failure, attempt, self.retry)
+            if delay is None:
+                return self._transition(
+                    task_id, EventKind.TASK_FAILED, TaskStatus.FAILED, error=message
+                )
+            self._transition(
+                task_id,
+                EventKind.TASK_RETRIED,
+                None,
+                error=message,
+                data={"attempt": state.attempts, "delay": round(delay, 3)},
+            )
+            await asyncio.sleep(delay)
+
+    def _substituted(self, spec: PlanTask) -> PlanTask:
+        refs = references_in([spec.args, spec.prompt or ""])
+        if not refs:
+            return spec
+        outputs = {
+            ref: output
+            for ref in refs
+            if ref in self.states and (output := self.states[ref].output) is not None
+        }
+        return spec.model_copy(
+            update={
+                "args": substitute(spec.args, outputs),
+                "prompt": substitute(spec.prompt, outputs) if spec.prompt is not None else None,
+            }
+        )
+
+    def _settle(self, task_id: str, announced: list[asyncio.Future[Event]]) -> None:
+        """A task reached a final status: release, or skip, the tasks that wait on it."""
+        succeeded = self.states[task_id].status is TaskStatus.SUCCEEDED
+        for child_id in self.children[task_id]:
+            child = self.states[child_id]
+            if child.status.finished or child_id not in self.waiting:
+                continue
+            if succeeded or child.kind is TaskKind.SUMMARY:
+                self.waiting[child_id] -= 1
+                if self.waiting[child_id] == 0:
+                    self._push(child_id)
+            else:
+                self._skip(child_id, task_id, announced)
+
+    def _skip(self, task_id: str, because: str, announced: list[asyncio.Future[Event]]) -> None:
+        self.waiting.pop(task_id, None)
+        announced.append(
+            self._transition(
+                task_id,
+                EventKind.TASK_SKIPPED,
+                TaskStatus.SKIPPED,
+                error=f"Skipped because {because} did not succeed.",
+                data={"because": because},
+            )
+        )
+        self._settle(task_id, announced)
+
+    def _transition(
+        self,
+        task_id: str,
+        kind: EventKind,
+        status: TaskStatus | None,
+        *,
+        output: str | None = None,
+        error: str | None = None,
+        new_attempt: bool = False,
+        data: dict[str, object] | None = None,
+    ) -> asyncio.Future[Event]:
+        """Apply a transition in memory and queue it for commit; it is announced once committed.
+
+        Await the result (shielded) to go on only once the transition is durable.
+        """
+        write = asyncio.ensure_future(
+            self.store.record(
+                Transition(
+                    run_id=self.run_id,
+                    kind=kind,
+                    task_id=task_id,
+                    task_status=status,
+                    output=output,
+                    error=error,
+                    new_attempt=new_attempt,
+                    data=data,
+                )
+            )
+        )
+        self.writes.add(write)
+        # Registered before anyone awaits the write, so the event is published before an
+        # awaiting task resumes; futures complete in commit order, so events go out in it too.
+        write.add_done_callback(self._committed)
+        if status is not None:
+            state = self.states[task_id]
+            now = time.time()
+            # Built directly: dataclasses.replace() costs several times more, twice per task.
+            self.states[task_id] = TaskState(
+                run_id=state.run_id,
+                spec=state.spec,
+                position=state.position,
+                status=status,
+                attempts=state.attempts + (1 if new_attempt else 0),
+                started_at=now if status is TaskStatus.RUNNING else state.started_at,
+                finished_at=now if status.finished else None,
+                output=output if status is TaskStatus.SUCCEEDED else None,
+                error=error,
+            )
+        return write
+
+    def _committed(self, write: asyncio.Future[Event]) -> None:
+        self.writes.discard(write)
+        if not write.cancelled() and write.exception() is None:
+            self.publish(write.result())
+
+
+def task_states(plan: Plan | None, records: list[TaskRecord]) -> list[TaskState]:
+    """Task states from rows, taking each spec from the already validated plan when it has it
+    (validating every spec a second time costs as much as the rest of the read)."""
+    specs = plan.tasks if plan is not None else []
+    states: list[TaskState] = []
+    for record in records:
+        position = record.position
+        if position < len(specs) and specs[position].id == record.id:
+            spec = specs[position]
+        else:
+            spec = PlanTask.model_validate(record.spec)
+        states.append(
+            TaskState(
+                run_id=record.run_id,
+                spec=spec,
+                position=position,
+                status=record.status,
+                attempts=record.attempts,
+                started_at=record.started_at,
+                finished_at=record.finished_at,
+                output=record.output,
+                error=record.error,
+            )
+        )
+    return states
+
+
+def _cancelling() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+def describe(error: BaseException, timeout: float) -> str:
+    """The message recorded for a failed attempt."""
+    if isinstance(error, TaskError):
+        return str(error)
+    if isinstance(error, TimeoutError):
+        return f"Timed out after {timeout:g} s."
+    return f"{type(error).__name__}: {error}"

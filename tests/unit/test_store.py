@@ -1,0 +1,507 @@
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from storage.errors import DatabaseUnusable, StorageError, UnsupportedDatabaseURL
+from storage.records import (
+    EventKind,
+    NewRun,
+    RunStatus,
+    TaskStatus,
+    Transition,
+    UsageRecord,
+)
+from storage.sql import migrations
+from storage.sqlite import SqliteStore, open_store, sqlite_path
+
+LATEST = migrations()[-1][0]
+PLAN = {
+    "title": "p",
+    "tasks": [
+        {"id": "t1", "kind": "tool", "title": "one", "tool": "x.y", "args": {}, "deps": []},
+        {"id": "t2", "kind": "summary", "title": "two", "deps": ["t1"]},
+    ],
+}
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+    opened = await SqliteStore.open(str(tmp_path / "dagbot.sqlite3"))
+    yield opened
+    await opened.close()
+
+
+async def planned_run(store: SqliteStore, goal: str = "goal", **fields: object) -> str:
+    record, _ = await store.create_run(NewRun(goal=goal, **fields))  # type: ignore[arg-type]
+    await store.set_plan(record.id, PLAN)
+    return record.id
+
+
+def task_transition(run_id: str, task_id: str, kind: EventKind, **fields: object) -> Transition:
+    return Transition(run_id=run_id, task_id=task_id, kind=kind, **fields)  # type: ignore[arg-type]
+
+
+# -- opening -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "path"),
+    [
+        ("sqlite:///dagbot.sqlite3", "dagbot.sqlite3"),
+        ("sqlite:///data/runs.db", "data/runs.db"),
+        ("sqlite:////var/lib/dagbot.db", "/var/lib/dagbot.db"),
+        ("sqlite:///:memory:", ":memory:"),
+    ],
+)
+def test_sqlite_path(url: str, path: str) -> None:
+    assert sqlite_path(url) == path
+
+
+@pytest.mark.parametrize(
+    "url", ["postgres://localhost/dagbot", "dagbot.sqlite3", "sqlite:///", "sqlite://"]
+)
+def test_unsupported_urls_are_refused_with_the_expected_shape(url: str) -> None:
+    with pytest.raises(UnsupportedDatabaseURL, match="sqlite:///"):
+        sqlite_path(url)
+
+
+async def test_fresh_file_is_migrated_and_in_wal_mode(tmp_path: Path) -> None:
+    path = tmp_path / "new.sqlite3"
+    store = await open_store(f"sqlite:///{path}")
+    await store.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        assert db.execute("PRAGMA user_version").fetchone() == (LATEST,)
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+    db.close()
+    assert {"runs", "tasks", "events", "inbox", "usage"} <= tables
+
+
+async def test_reopening_keeps_everything(tmp_path: Path) -> None:
+    path = str(tmp_path / "keep.sqlite3")
+    first = await SqliteStore.open(path)
+    run_id = await planned_run(first, requester="U1", thread_key="C1:1.0", meta={"ts": "1.0"})
+    await first.record(
+        task_transition(
+            run_id, "t1", EventKind.TASK_STARTED, task_status=TaskStatus.RUNNING, new_attempt=True
+        )
+    )
+    await first.record(
+        task_transition(
+            run_id, "t1", EventKind.TASK_SUCCEEDED, task_status=TaskStatus.SUCCEEDED, output="done"
+        )
+    )
+    assert await first.claim_delivery("Ev1")
+    events_before = await first.events(run_id)
+    await first.close()
+
+    second = await SqliteStore.open(path)
+    try:
+        run = await second.get_run(run_id)
+        assert run is not None
+        assert (run.goal, run.status, run.requester, run.meta) == (
+            "goal",
+            RunStatus.RUNNING,
+            "U1",
+            {"ts": "1.0"},
+        )
+        assert run.plan == PLAN
+        tasks = await second.get_tasks(run_id)
+        assert [(t.id, t.status, t.attempts, t.output) for t in tasks] == [
+            ("t1", TaskStatus.SUCCEEDED, 1, "done"),
+            ("t2", TaskStatus.PENDING, 0, None),
+        ]
+        assert await second.events(run_id) == events_before
+        assert not await second.claim_delivery("Ev1")
+        assert await second.unfinished_runs() == [run_id]
+    finally:
+        await second.close()
+
+
+def write_foreign_sqlite(path: Path) -> None:
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE notes (body TEXT)")
+    db.execute("INSERT INTO notes VALUES ('keep me')")
+    db.commit()
+    db.close()
+
+
+def write_newer_dagbot(path: Path) -> None:
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE runs (id TEXT PRIMARY KEY)")
+    db.execute(f"PRAGMA user_version = {LATEST + 1}")
+    db.commit()
+    db.close()
+
+
+def write_random_bytes(path: Path) -> None:
+    path.write_bytes(os.urandom(8192))
+
+
+def write_damaged_sqlite(path: Path) -> None:
+    write_foreign_sqlite(path)
+    with sqlite3.connect(path) as db:
+        db.execute(f"PRAGMA user_version = {LATEST}")
+    db.close()
+    data = bytearray(path.read_bytes())
+    # keep the 100-byte header, smash the schema page behind it
+    data[100:4096] = os.urandom(3996)
+    path.write_bytes(bytes(data))
+
+
+def write_text(path: Path) -> None:
+    path.write_text("this is a shopping list, not a database\n")
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (write_random_bytes, "not a SQLite database"),
+        (write_text, "not a SQLite database"),
+        (write_damaged_sqlite, "unusable|corrupt"),
+        (write_foreign_sqlite, "tables that are not dagbot's"),
+        (write_newer_dagbot, f"schema version {LATEST + 1}, newer than this dagbot"),
+    ],
+    ids=["random bytes", "text file", "damaged sqlite", "someone else's sqlite", "newer schema"],
+)
+async def test_unusable_files_are_refused_and_left_untouched(
+    tmp_path: Path, make: object, reason: str
+) -> None:
+    path = tmp_path / "unusable.sqlite3"
+    make(path)  # type: ignore[operator]
+    before = path.read_bytes()
+    with pytest.raises(DatabaseUnusable, match=reason) as refused:
+        await SqliteStore.open(str(path))
+    assert str(path) in str(refused.value)
+    assert "DATABASE_URL" in str(refused.value) or "untouched" in str(refused.value)
+    assert path.read_bytes() == before
+
+
+async def test_a_file_that_cannot_be_created_is_refused_clearly(tmp_path: Path) -> None:
+    path = tmp_path / "no" / "such" / "dir" / "dagbot.sqlite3"
+    with pytest.raises(DatabaseUnusable, match="cannot open the database"):
+        await SqliteStore.open(str(path))
+    assert not path.parent.exists()
+
+
+async def test_an_empty_file_is_treated_as_new(tmp_path: Path) -> None:
+    path = tmp_path / "empty.sqlite3"
+    path.touch()
+    store = await SqliteStore.open(str(path))
+    try:
+        assert await planned_run(store)
+    finally:
+        await store.close()
+
+
+async def test_in_memory_store_works() -> None:
+    store = await SqliteStore.open(":memory:")
+    try:
+        run_id = await planned_run(store)
+        assert [t.id for t in await store.get_tasks(run_id)] == ["t1", "t2"]
+    finally:
+        await store.close()
+
+
+async def test_two_processes_starting_on_a_new_file_at_once_both_succeed(tmp_path: Path) -> None:
+    path = str(tmp_path / "race.sqlite3")
+    stores = await asyncio.gather(*(SqliteStore.open(path) for _ in range(4)))
+    try:
+        ids = [await planned_run(s) for s in stores]
+        assert len(await stores[0].unfinished_runs()) == len(set(ids)) == 4
+    finally:
+        for opened in stores:
+            await opened.close()
+
+
+# -- writes ------------------------------------------------------------------------------------
+
+
+async def test_transitions_update_the_task_row(store: SqliteStore) -> None:
+    run_id = await planned_run(store)
+
+    async def t1() -> tuple[TaskStatus, int, bool, bool, str | None, str | None]:
+        [task, _] = await store.get_tasks(run_id)
+        return (
+            task.status,
+            task.attempts,
+            task.started_at is not None,
+            task.finished_at is not None,
+            task.output,
+            task.error,
+        )
+
+    await store.record(
+        task_transition(
+            run_id, "t1", EventKind.TASK_STARTED, task_status=TaskStatus.RUNNING, new_attempt=True
+        )
+    )
+    assert await t1() == (TaskStatus.RUNNING, 1, True, False, None, None)
+    await store.record(task_transition(run_id, "t1", EventKind.TASK_RETRIED, error="timeout"))
+    assert await t1() == (TaskStatus.RUNNING, 1, True, False, None, None)
+    await store.record(
+        task_transition(
+            run_id, "t1", EventKind.TASK_FAILED, task_status=TaskStatus.FAILED, error="boom"
+        )
+    )
+    assert await t1() == (TaskStatus.FAILED, 1, True, True, None, "boom")
+    await store.record(
+        task_transition(run_id, "t1", EventKind.TASK_RETRIED, task_status=TaskStatus.PENDING)
+    )
+    assert await t1() == (TaskStatus.PENDING, 1, True, False, None, None)
+    await store.record(
+        task_transition(
+            run_id, "t1", EventKind.TASK_STARTED, task_status=TaskStatus.RUNNING, new_attempt=True
+        )
+    )
+    await store.record(
+        task_transition(
+            run_id, "t1", EventKind.TASK_SUCCEEDED, task_status=TaskStatus.SUCCEEDED, output="42"
+        )
+    )
+    assert await t1() == (TaskStatus.SUCCEEDED, 2, True, True, "42", None)
+
+    kinds = [(e.kind, e.task_id) for e in await store.events(run_id)]
+    assert kinds == [
+        (EventKind.RUN_CREATED, None),
+        (EventKind.RUN_PLANNED, None),
+        (EventKind.TASK_STARTED, "t1"),
+        (EventKind.TASK_RETRIED, "t1"),
+        (EventKind.TASK_FAILED, "t1"),
+        (EventKind.TASK_RETRIED, "t1"),
+        (EventKind.TASK_STARTED, "t1"),
+        (EventKind.TASK_SUCCEEDED, "t1"),
+    ]
+    errors = [e.data and e.data.get("error") for e in await store.events(run_id)]
+    assert errors[3:5] == ["timeout", "boom"]
+
+
+async def test_run_status_transitions(store: SqliteStore) -> None:
+    run_id = await planned_run(store)
+    event = await store.record(
+        Transition(
+            run_id=run_id,
+            kind=EventKind.RUN_FINISHED,
+            run_status=RunStatus.FAILED,
+            error="1 task(s) failed",
+            data={"failed": ["t1"]},
+        )
+    )
+    run = await store.get_run(run_id)
+    assert run is not None
+    assert (run.status, run.error) == (RunStatus.FAILED, "1 task(s) failed")
+    assert event.data == {"failed": ["t1"], "error": "1 task(s) failed"}
+    assert await store.unfinished_runs() == []
+
+
+async def test_concurrent_records_share_commits_and_keep_their_order(store: SqliteStore) -> None:
+    run_id = await planned_run(store)
+    transitions = [
+        Transition(run_id=run_id, kind=EventKind.TASK_RETRIED, task_id="t1", data={"n": n})
+        for n in range(300)
+    ]
+    events = await asyncio.gather(*(store.record(t) for t in transitions))
+    assert [e.data for e in events] == [{"n": n} for n in range(300)]
+    seqs = [e.seq for e in events]
+    assert seqs == sorted(seqs)
+    assert len(set(seqs)) == 300
+    stored = await store.events(run_id)
+    assert [(e.seq, e.data) for e in stored[2:]] == [(e.seq, e.data) for e in events]
+
+
+async def test_a_failed_batch_fails_its_callers_and_the_next_batch_still_commits(
+    store: SqliteStore,
+) -> None:
+    run_id = await planned_run(store)
+    bad = Transition(run_id=run_id, kind=EventKind.TASK_RETRIED, data={"x": object()})
+    with pytest.raises(StorageError, match="could not save a state change"):
+        await store.record(bad)
+    event = await store.record(Transition(run_id=run_id, kind=EventKind.TASK_RETRIED))
+    assert (await store.events(run_id))[-1] == event
+
+
+async def test_a_recorded_transition_is_committed_even_if_nobody_waits_for_it(
+    tmp_path: Path,
+) -> None:
+    path = str(tmp_path / "fire-and-forget.sqlite3")
+    store = await SqliteStore.open(path)
+    run_id = await planned_run(store)
+    store.record(
+        task_transition(
+            run_id, "t1", EventKind.TASK_STARTED, task_status=TaskStatus.RUNNING, new_attempt=True
+        )
+    )
+    waiter = asyncio.ensure_future(
+        store.record(
+            task_transition(
+                run_id,
+                "t1",
+                EventKind.TASK_SUCCEEDED,
+                task_status=TaskStatus.SUCCEEDED,
+                output="kept",
+            )
+        )
+    )
+    await asyncio.sleep(0)
+    waiter.cancel()
+    await store.close()
+
+    reopened = await SqliteStore.open(path)
+    try:
+        [task, _] = await reopened.get_tasks(run_id)
+        assert (task.status, task.attempts, task.output) == (TaskStatus.SUCCEEDED, 1, "kept")
+    finally:
+        await reopened.close()
+
+
+async def test_claim_delivery_dedupes(store: SqliteStore, tmp_path: Path) -> None:
+    assert await store.claim_delivery("Ev1")
+    assert not await store.claim_delivery("Ev1")
+    assert await store.claim_delivery("Ev2")
+    other = await SqliteStore.open(str(tmp_path / "dagbot.sqlite3"))
+    try:
+        results = await asyncio.gather(
+            *(s.claim_delivery("Ev3") for s in (store, other, store, other))
+        )
+        assert sorted(results) == [False, False, False, True]
+    finally:
+        await other.close()
+
+
+async def test_old_deliveries_are_pruned_on_open(tmp_path: Path) -> None:
+    path = tmp_path / "inbox.sqlite3"
+    first = await SqliteStore.open(str(path))
+    assert await first.claim_delivery("old")
+    assert await first.claim_delivery("recent")
+    await first.close()
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE inbox SET received_at = 0 WHERE event_id = 'old'")
+    db.close()
+    second = await SqliteStore.open(str(path))
+    try:
+        assert await second.claim_delivery("old")
+        assert not await second.claim_delivery("recent")
+    finally:
+        await second.close()
+
+
+async def test_update_meta_merges_and_deletes(store: SqliteStore) -> None:
+    run_id = await planned_run(store, meta={"channel": "C1", "ts": "1.0"})
+    updated = await store.update_meta(run_id, {"ts": "2.0", "message": "M", "channel": None})
+    assert updated.meta == {"ts": "2.0", "message": "M"}
+    stored = await store.get_run(run_id)
+    assert stored is not None
+    assert stored.meta == {"ts": "2.0", "message": "M"}
+    assert stored.status is RunStatus.RUNNING
+
+
+async def test_update_meta_of_an_unknown_run(store: SqliteStore) -> None:
+    with pytest.raises(StorageError, match="no run 'nope'"):
+        await store.update_meta("nope", {"a": 1})
+
+
+async def test_usage_is_summed_per_task_and_model(store: SqliteStore) -> None:
+    run_id = await planned_run(store)
+    for task_id, prompt, completion in [(None, 10, 5), ("t1", 3, 4), ("t1", 7, 6)]:
+        await store.record_usage(
+            UsageRecord(
+                run_id=run_id,
+                task_id=task_id,
+                model="m",
+                prompt_tokens=prompt,
+                completion_tokens=completion,
+            )
+        )
+    totals = [
+        (u.task_id, u.prompt_tokens, u.completion_tokens, u.calls)
+        for u in await store.usage(run_id)
+    ]
+    assert totals == [(None, 10, 5, 1), ("t1", 10, 10, 2)]
+
+
+async def test_two_store_instances_writing_at_once_never_see_locked(tmp_path: Path) -> None:
+    path = str(tmp_path / "shared.sqlite3")
+    one, two = await SqliteStore.open(path), await SqliteStore.open(path)
+    try:
+        run_one, run_two = await planned_run(one), await planned_run(two)
+
+        async def hammer(store: SqliteStore, run_id: str, tag: str) -> None:
+            for n in range(40):
+                await asyncio.gather(
+                    store.record(
+                        Transition(
+                            run_id=run_id, kind=EventKind.TASK_RETRIED, task_id="t1", data={"n": n}
+                        )
+                    ),
+                    store.create_run(NewRun(goal=f"{tag}{n}")),
+                    store.claim_delivery(f"{tag}{n}"),
+                    store.update_meta(run_id, {"n": n}),
+                )
+
+        await asyncio.gather(hammer(one, run_one, "a"), hammer(two, run_two, "b"))
+        assert len(await one.events(run_one)) == 2 + 40
+        assert len(await one.events(run_two)) == 2 + 40
+        assert len(await two.recent_runs(limit=1000)) == 2 + 80
+    finally:
+        await one.close()
+        await two.close()
+
+
+async def test_a_cancelled_caller_never_leaves_a_transaction_open(store: SqliteStore) -> None:
+    # Cancel writers at every point of their progress; the store must stay usable.
+    for ticks in range(12):
+        writer = asyncio.ensure_future(store.create_run(NewRun(goal=f"cancelled {ticks}")))
+        for _ in range(ticks):
+            await asyncio.sleep(0)
+        writer.cancel()
+        await asyncio.gather(writer, return_exceptions=True)
+        run_id = await planned_run(store, goal=f"after {ticks}")
+        assert (await store.get_run(run_id)) is not None
+
+
+# -- reads -------------------------------------------------------------------------------------
+
+
+async def test_find_run_by_id_or_unique_prefix(store: SqliteStore) -> None:
+    ids = [await planned_run(store, goal=f"g{n}") for n in range(40)]
+    target = ids[0]
+    found = await store.find_run(target)
+    assert found is not None
+    assert found.id == target
+    unique = next(
+        n for n in range(1, 11) if sum(other.startswith(target[:n]) for other in ids) == 1
+    )
+    by_prefix = await store.find_run(target[:unique])
+    assert by_prefix is not None
+    assert by_prefix.id == target
+    shared = next((i[:1] for i in ids if sum(other.startswith(i[:1]) for other in ids) > 1), None)
+    assert shared is not None  # 40 ids over 16 hex digits always share a first digit
+    assert await store.find_run(shared) is None
+    assert await store.find_run("") is None
+    assert await store.find_run("zzzz") is None
+    assert await store.find_run("%") is None
+
+
+async def test_recent_runs_and_thread_lookup(store: SqliteStore) -> None:
+    first = await planned_run(store, goal="first", requester="U1", thread_key="C:1")
+    second = await planned_run(store, goal="second", requester="U2", thread_key="C:1")
+    third = await planned_run(store, goal="third", requester="U1", thread_key="C:2")
+    assert [r.id for r in await store.recent_runs()] == [third, second, first]
+    assert [r.id for r in await store.recent_runs(requester="U1")] == [third, first]
+    assert [r.id for r in await store.recent_runs(limit=1)] == [third]
+    latest = await store.latest_run_in_thread("C:1")
+    assert latest is not None
+    assert latest.id == second
+    assert await store.latest_run_in_thread("C:9") is None
+
+
+async def test_unknown_runs_read_as_nothing(store: SqliteStore) -> None:
+    assert await store.get_run("nope") is None
+    assert await store.get_tasks("nope") == []
+    assert await store.events("nope") == []
