@@ -1,4 +1,4 @@
-"""`python -m bot` serves Slack; `python -m bot run "<goal>"` and `python -m bot runs` use the terminal."""
+"""`python -m bot` serves Slack; `run "<goal>"` and `runs` work from a terminal."""
 
 from __future__ import annotations
 

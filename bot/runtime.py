@@ -52,7 +52,9 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
                 ),
             )
             try:
-                yield Runtime(settings=settings, store=store, toolbox=toolbox, llm=llm, engine=engine)
+                yield Runtime(
+                    settings=settings, store=store, toolbox=toolbox, llm=llm, engine=engine
+                )
             finally:
                 await engine.close()
                 await llm.aclose()

@@ -50,9 +50,7 @@ class Settings(BaseSettings):
 
     def require(self, *variables: str) -> None:
         """Stop with one line naming the first of `variables` that is unset or empty."""
-        fields = {
-            (info.alias or name): name for name, info in type(self).model_fields.items()
-        }
+        fields = {(info.alias or name): name for name, info in type(self).model_fields.items()}
         for variable in variables:
             value = getattr(self, fields[variable])
             if isinstance(value, SecretStr):
