@@ -33,9 +33,9 @@ from bot.blocks import (
     placeholder_message,
     plan_message,
     planning_failed_message,
-    split_markdown,
     summary_markdown,
 )
+from bot.markdown import split_markdown
 from bot.slack_client import error_code, is_transient, retry_after
 from scheduler.bus import Subscription
 from scheduler.engine import Engine

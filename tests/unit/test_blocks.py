@@ -17,15 +17,12 @@ from bot.blocks import (
     TASK_CARD_STATUS,
     TRUNCATED,
     classic_markdown_message,
-    escape_mrkdwn,
     home_view,
     markdown_message,
-    markdown_to_mrkdwn,
     pack_lines,
     placeholder_message,
     plan_message,
     planning_failed_message,
-    split_markdown,
     status_line,
     summary_markdown,
     task_card,
@@ -33,6 +30,7 @@ from bot.blocks import (
     truncate,
     truncate_mrkdwn,
 )
+from bot.markdown import escape_mrkdwn, markdown_to_mrkdwn, split_markdown
 from scheduler.plan import Plan, PlanTask, TaskKind
 from scheduler.state import Run, RunView, TaskState
 from storage.records import RunStatus, TaskStatus
