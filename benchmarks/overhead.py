@@ -19,10 +19,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiosqlite
+
 from scheduler.engine import Engine, EngineConfig
 from scheduler.executor import TaskContext
 from scheduler.plan import Plan, PlanTask, TaskKind
-from storage.connection import Connection
 from storage.records import Event, Transition
 from storage.sqlite import SqliteStore
 
@@ -46,7 +47,7 @@ def wide_plan(tasks: int, width: int, seed: int = 1) -> Plan:
 class CommitEachTransition(SqliteStore):
     """The same store with group commit disabled: one transaction per transition."""
 
-    def __init__(self, writer: Connection, reader: Connection) -> None:
+    def __init__(self, writer: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
         super().__init__(writer, reader)
         self._one_at_a_time = asyncio.Lock()
 

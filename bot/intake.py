@@ -126,17 +126,17 @@ class Intake:
         mention = parse_mention(body, bot_user_id)
         if mention is None:
             return
-        if not await self.engine.store.claim_delivery(mention.event_id):
-            log.info("ignoring redelivered event %s", mention.event_id)
-            return
         problem = goal_problem(mention.goal, self.max_goal_chars, source="mention")
         if problem is not None:
-            self.tasks.spawn(
-                self._post(mention.channel, mention.thread_ts, problem),
-                f"answer {mention.event_id}",
-            )
+            if await self.engine.store.claim_delivery(mention.event_id):
+                self.tasks.spawn(
+                    self._post(mention.channel, mention.thread_ts, problem),
+                    f"answer {mention.event_id}",
+                )
             return
         parent = await self.engine.store.latest_run_in_thread(mention.thread_key)
+        # Claiming the event id and recording the run are one transaction: a crash between
+        # them can neither lose the mention nor let Slack's redelivery start a second run.
         run = await self.engine.submit(
             mention.goal,
             requester=mention.user,
@@ -145,7 +145,11 @@ class Intake:
             meta=_meta(
                 mention.team_id, mention.channel, mention.thread_ts, mention.user, "mention"
             ),
+            delivery_id=mention.event_id,
         )
+        if run is None:
+            log.info("ignoring redelivered event %s", mention.event_id)
+            return
         log.info("run %s started from a mention by %s", run.id, mention.user)
 
     async def _post(self, channel: str, thread_ts: str, text: str) -> None:

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TypeVar
+from typing import TypeVar, overload
 
 from scheduler.bus import EventBus
 from scheduler.errors import PlanInvalid, PlanningFailed, RunNotFound
@@ -88,6 +88,7 @@ class Engine:
 
     # -- public API ------------------------------------------------------------------------------
 
+    @overload
     async def submit(
         self,
         goal: str,
@@ -97,17 +98,50 @@ class Engine:
         thread_key: str | None = None,
         parent_run_id: str | None = None,
         meta: dict[str, object] | None = None,
-    ) -> Run:
-        """Record a run and start it in the background: planned by the planner unless given."""
-        record, event = await self.store.create_run(
+    ) -> Run: ...
+
+    @overload
+    async def submit(
+        self,
+        goal: str,
+        *,
+        plan: Plan | None = None,
+        requester: str | None = None,
+        thread_key: str | None = None,
+        parent_run_id: str | None = None,
+        meta: dict[str, object] | None = None,
+        delivery_id: str | None,
+    ) -> Run | None: ...
+
+    async def submit(
+        self,
+        goal: str,
+        *,
+        plan: Plan | None = None,
+        requester: str | None = None,
+        thread_key: str | None = None,
+        parent_run_id: str | None = None,
+        meta: dict[str, object] | None = None,
+        delivery_id: str | None = None,
+    ) -> Run | None:
+        """Record a run and start it in the background: planned by the planner unless given.
+
+        With `delivery_id` (an external event id such as Slack's), the delivery is claimed in
+        the same transaction that records the run; a redelivery creates nothing and gives None.
+        """
+        created = await self.store.create_run(
             NewRun(
                 goal=goal,
                 requester=requester,
                 thread_key=thread_key,
                 parent_run_id=parent_run_id,
                 meta=dict(meta or {}),
-            )
+            ),
+            delivery_id=delivery_id,
         )
+        if created is None:
+            return None
+        record, event = created
         self.bus.publish(event)
         self._start(record.id, given_plan=plan, resumed=False)
         return Run.from_record(record)

@@ -88,6 +88,11 @@ WHERE run_id = :run_id AND id = :task_id;
 INSERT INTO events (run_id, task_id, kind, at, data_json)
 VALUES (:run_id, :task_id, :kind, :at, :data_json);
 
+-- name: append_event
+INSERT INTO events (run_id, task_id, kind, at, data_json)
+VALUES (:run_id, :task_id, :kind, :at, :data_json)
+RETURNING seq;
+
 -- name: update_meta
 UPDATE runs SET meta_json = :meta_json, updated_at = :at WHERE id = :id;
 
@@ -115,7 +120,9 @@ SELECT * FROM runs WHERE substr(id, 1, length(:prefix)) = :prefix ORDER BY creat
 SELECT * FROM events WHERE run_id = :run_id ORDER BY seq;
 
 -- name: insert_inbox
-INSERT OR IGNORE INTO inbox (event_id, received_at) VALUES (:event_id, :at);
+-- Returns a row only when the id is new (an ignored insert returns nothing).
+INSERT OR IGNORE INTO inbox (event_id, received_at) VALUES (:event_id, :at)
+RETURNING event_id;
 
 -- name: prune_inbox
 DELETE FROM inbox WHERE received_at < :before;

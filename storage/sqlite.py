@@ -1,24 +1,27 @@
-"""The embedded store: SQLite in WAL mode, with group commit for state transitions.
+"""The embedded store: SQLite in WAL mode through aiosqlite, with group commit for transitions.
 
-Writes go through one connection on one thread, each transaction a single hop to it (see
-connection.py); reads use a second connection and thread, so a long write never delays a read.
+Writes go through one connection, one transaction at a time; reads use a second connection, so
+a long write never delays a read. Every write transaction runs in a task of the store's own: a
+caller cancelled while waiting does not interrupt it, and close() waits for it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 import time
 import uuid
-from collections.abc import Sequence
-from functools import partial
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, overload
 from urllib.parse import urlparse
 
-from storage.connection import Connection
-from storage.errors import DatabaseUnusable, StorageError, UnsupportedDatabaseURL
+import aiosqlite
+
+from storage.errors import StorageError, UnsupportedDatabaseURL
+from storage.opening import check_header, connect, migrate
 from storage.records import (
     Event,
     EventKind,
@@ -31,12 +34,13 @@ from storage.records import (
     UsageRecord,
     UsageTotal,
 )
-from storage.sql import migrations, query
+from storage.sql import query
 
-SQLITE_HEADER = b"SQLite format 3\x00"
 INBOX_RETENTION_SECONDS = 7 * 24 * 3600
 
+_T = TypeVar("_T")
 _Pending = tuple[Transition, float, "asyncio.Future[Event]"]
+Work = Callable[[aiosqlite.Connection], Awaitable[_T]]
 
 
 def sqlite_path(database_url: str) -> str:
@@ -59,9 +63,16 @@ async def open_store(database_url: str) -> SqliteStore:
 
 
 class SqliteStore:
-    def __init__(self, writer: Connection, reader: Connection) -> None:
+    def __init__(self, writer: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
         self._writer = writer
         self._reader = reader
+        self._write_lock = asyncio.Lock()
+        # An in-memory database has one connection for both: a read then waits for the write
+        # in progress, so it never sees a transaction half done.
+        self._read_guard: contextlib.AbstractAsyncContextManager[Any] = (
+            self._write_lock if reader is writer else contextlib.nullcontext()
+        )
+        self._writes: set[asyncio.Task[Any]] = set()
         self._pending: list[_Pending] = []
         self._flusher: asyncio.Task[None] | None = None
 
@@ -69,36 +80,83 @@ class SqliteStore:
     async def open(cls, path: str) -> SqliteStore:
         memory = path == ":memory:"
         if not memory:
-            _check_header(Path(path))
-        writer = await Connection.open(path, name="dagbot-sqlite-writer")
+            check_header(Path(path))
+        writer = await connect(path)
+        reader: aiosqlite.Connection | None = None
         try:
-            await writer.run(partial(_migrate, path=path))
+            await migrate(writer, path)
             # An in-memory database exists only for its own connection: read through it too.
-            reader = writer if memory else await Connection.open(path, name="dagbot-sqlite-reader")
+            reader = writer if memory else await connect(path)
+            store = cls(writer, reader)
+            before = time.time() - INBOX_RETENTION_SECONDS
+            await store._write(_statement(query("prune_inbox"), {"before": before}))
         except BaseException:
+            if reader is not None and reader is not writer:
+                await reader.close()
             await writer.close()
             raise
-        store = cls(writer, reader)
-        await writer.transaction(
-            partial(
-                _execute, query("prune_inbox"), {"before": time.time() - INBOX_RETENTION_SECONDS}
-            )
-        )
         return store
 
     async def close(self) -> None:
-        """Commit the transitions already handed in (their callers may have gone), then close."""
-        if self._flusher is not None:
-            await asyncio.wait([self._flusher])
+        """Commit the writes already handed in (their callers may have gone), then close."""
+        while self._writes or (self._flusher is not None and not self._flusher.done()):
+            waiting = [*self._writes, *([self._flusher] if self._flusher else [])]
+            await asyncio.wait(waiting)
         if self._reader is not self._writer:
             await self._reader.close()
         await self._writer.close()
 
-    # -- writes -------------------------------------------------------------------------------
-    # Each write is one transaction run whole on the writer thread: a caller cancelled while
-    # waiting does not stop it, and close() waits for it.
+    # -- transactions ------------------------------------------------------------------------------
 
-    async def create_run(self, new: NewRun) -> tuple[RunRecord, Event]:
+    async def _transaction(self, work: Work[_T]) -> _T:
+        """Run `work` inside BEGIN IMMEDIATE ... COMMIT; ROLLBACK if it fails or is cancelled."""
+        async with self._write_lock:
+            db = self._writer
+            try:
+                await db.execute("BEGIN IMMEDIATE")
+                result = await work(db)
+                await db.commit()
+            except BaseException as error:
+                # Statements already handed to the connection's thread still run, in order;
+                # the rollback queued after them ends the transaction whatever they did. It is
+                # shielded so that a second cancellation cannot stop it being queued.
+                await asyncio.shield(db.rollback())
+                if isinstance(error, sqlite3.Error):
+                    raise StorageError(f"the database failed: {error}") from error
+                raise
+            return result
+
+    async def _write(self, work: Work[_T]) -> _T:
+        """One write transaction, run to its end even if the caller is cancelled meanwhile."""
+        task = asyncio.create_task(self._transaction(work), name="store-write")
+        self._writes.add(task)
+        task.add_done_callback(self._write_done)
+        return await asyncio.shield(task)
+
+    def _write_done(self, task: asyncio.Task[Any]) -> None:
+        self._writes.discard(task)
+        # The caller may have been cancelled: its failure is then nobody's to report.
+        if not task.cancelled():
+            task.exception()
+
+    # -- writes -------------------------------------------------------------------------------
+
+    @overload
+    async def create_run(self, new: NewRun) -> tuple[RunRecord, Event]: ...
+
+    @overload
+    async def create_run(
+        self, new: NewRun, *, delivery_id: str | None
+    ) -> tuple[RunRecord, Event] | None: ...
+
+    async def create_run(
+        self, new: NewRun, *, delivery_id: str | None = None
+    ) -> tuple[RunRecord, Event] | None:
+        """Record a run in status planning.
+
+        With `delivery_id`, the delivery is claimed in the same transaction: None, and nothing
+        created, if that id was claimed before.
+        """
         now = time.time()
         run_id = uuid.uuid4().hex[:10]
         row = {
@@ -113,11 +171,15 @@ class SqliteStore:
         }
         created = Transition(run_id=run_id, kind=EventKind.RUN_CREATED)
 
-        def work(db: sqlite3.Connection) -> int:
-            db.execute(query("insert_run"), row)
-            return _insert_event(db, created, now)
+        async def work(db: aiosqlite.Connection) -> int | None:
+            if delivery_id is not None and not await _claim(db, delivery_id, now):
+                return None
+            await db.execute(query("insert_run"), row)
+            return await _append_event(db, created, now)
 
-        seq = await self._writer.transaction(work)
+        seq = await self._write(work)
+        if seq is None:
+            return None
         record = RunRecord(
             id=run_id,
             goal=new.goal,
@@ -151,18 +213,19 @@ class SqliteStore:
             for position, task in enumerate(tasks)
         ]
 
-        def work(db: sqlite3.Connection) -> int:
-            db.execute(query("set_plan"), run_row)
-            db.executemany(query("insert_task"), task_rows)
-            return _insert_event(db, planned, now)
+        async def work(db: aiosqlite.Connection) -> int:
+            await db.execute(query("set_plan"), run_row)
+            await db.executemany(query("insert_task"), task_rows)
+            return await _append_event(db, planned, now)
 
-        return _event(await self._writer.transaction(work), planned, now)
+        return _event(await self._write(work), planned, now)
 
     def record(self, transition: Transition) -> asyncio.Future[Event]:
         """Queue `transition` at once for the next group commit; the future gives its event.
 
         The transition is committed even if nobody awaits the future (or the awaiting task is
-        cancelled), and transitions commit in the order record() was called.
+        cancelled): the batch is written by the store's own flusher task, not by the caller.
+        Transitions commit in the order record() was called.
         """
         future: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
         self._pending.append((transition, time.time(), future))
@@ -212,50 +275,47 @@ class SqliteStore:
         ]
         event_rows = [_event_row(t, at) for t, at, _ in batch]
 
-        def work(db: sqlite3.Connection) -> int:
+        # One statement per kind of row, each one hop to the connection's thread.
+        async def work(db: aiosqlite.Connection) -> int:
             if task_updates:
-                db.executemany(query("update_task"), task_updates)
+                await db.executemany(query("update_task"), task_updates)
             if run_updates:
-                db.executemany(query("update_run_status"), run_updates)
-            db.executemany(query("insert_event"), event_rows)
-            last: int = db.execute("SELECT last_insert_rowid()").fetchone()[0]
-            return last
+                await db.executemany(query("update_run_status"), run_updates)
+            await db.executemany(query("insert_event"), event_rows)
+            [(last,)] = await db.execute_fetchall("SELECT last_insert_rowid()")
+            return int(last)
 
         # The write lock is held from BEGIN IMMEDIATE on, so the batch's rowids are contiguous.
-        first = await self._writer.transaction(work) - len(batch) + 1
+        first = await self._transaction(work) - len(batch) + 1
         return [_event(seq, t, at) for seq, (t, at, _) in enumerate(batch, start=first)]
 
     async def update_meta(self, run_id: str, patch: dict[str, Any]) -> RunRecord:
-        def work(db: sqlite3.Connection) -> sqlite3.Row:
-            row = db.execute(query("select_run"), {"id": run_id}).fetchone()
-            if row is None:
+        async def work(db: aiosqlite.Connection) -> sqlite3.Row:
+            rows = await db.execute_fetchall(query("select_run"), {"id": run_id})
+            if not rows:
                 raise StorageError(f"no run {run_id!r}")
+            [row] = rows
             meta = json.loads(row["meta_json"])
             for key, value in patch.items():
                 if value is None:
                     meta.pop(key, None)
                 else:
                     meta[key] = value
-            db.execute(
+            await db.execute(
                 query("update_meta"),
                 {"id": run_id, "meta_json": json.dumps(meta), "at": time.time()},
             )
-            updated: sqlite3.Row = db.execute(query("select_run"), {"id": run_id}).fetchone()
+            [updated] = await db.execute_fetchall(query("select_run"), {"id": run_id})
             return updated
 
-        return _run(await self._writer.transaction(work))
+        return _run(await self._write(work))
 
     async def claim_delivery(self, event_id: str) -> bool:
-        def work(db: sqlite3.Connection) -> bool:
-            cursor = db.execute(query("insert_inbox"), {"event_id": event_id, "at": time.time()})
-            return cursor.rowcount == 1
-
-        return await self._writer.transaction(work)
+        return await self._write(lambda db: _claim(db, event_id, time.time()))
 
     async def record_usage(self, usage: UsageRecord) -> None:
-        await self._writer.transaction(
-            partial(
-                _execute,
+        await self._write(
+            _statement(
                 query("insert_usage"),
                 {
                     "run_id": usage.run_id,
@@ -270,43 +330,52 @@ class SqliteStore:
 
     # -- reads --------------------------------------------------------------------------------
 
+    async def _fetchall(self, sql: str, params: dict[str, Any] | None = None) -> list[sqlite3.Row]:
+        async with self._read_guard:
+            try:
+                return list(await self._reader.execute_fetchall(sql, params or {}))
+            except sqlite3.Error as error:
+                raise StorageError(f"the database failed: {error}") from error
+
+    async def _fetchone(self, sql: str, params: dict[str, Any]) -> sqlite3.Row | None:
+        rows = await self._fetchall(sql, params)
+        return rows[0] if rows else None
+
     async def get_run(self, run_id: str) -> RunRecord | None:
-        row = await self._reader.fetchone(query("select_run"), {"id": run_id})
+        row = await self._fetchone(query("select_run"), {"id": run_id})
         return _run(row) if row is not None else None
 
     async def get_tasks(self, run_id: str) -> list[TaskRecord]:
-        rows = await self._reader.fetchall(query("select_tasks"), {"run_id": run_id})
+        rows = await self._fetchall(query("select_tasks"), {"run_id": run_id})
         return [_task(row) for row in rows]
 
     async def find_run(self, id_or_prefix: str) -> RunRecord | None:
         if not id_or_prefix:
             return None
-        rows = await self._reader.fetchall(query("select_runs_by_prefix"), {"prefix": id_or_prefix})
+        rows = await self._fetchall(query("select_runs_by_prefix"), {"prefix": id_or_prefix})
         exact = [row for row in rows if row["id"] == id_or_prefix]
         if exact:
             return _run(exact[0])
         return _run(rows[0]) if len(rows) == 1 else None
 
     async def unfinished_runs(self) -> list[str]:
-        rows = await self._reader.fetchall(query("select_unfinished_runs"))
+        rows = await self._fetchall(query("select_unfinished_runs"))
         return [row["id"] for row in rows]
 
     async def recent_runs(
         self, *, requester: str | None = None, limit: int = 20
     ) -> list[RunRecord]:
-        rows = await self._reader.fetchall(
+        rows = await self._fetchall(
             query("select_recent_runs"), {"requester": requester, "limit": limit}
         )
         return [_run(row) for row in rows]
 
     async def latest_run_in_thread(self, thread_key: str) -> RunRecord | None:
-        row = await self._reader.fetchone(
-            query("select_latest_run_in_thread"), {"thread_key": thread_key}
-        )
+        row = await self._fetchone(query("select_latest_run_in_thread"), {"thread_key": thread_key})
         return _run(row) if row is not None else None
 
     async def events(self, run_id: str) -> list[Event]:
-        rows = await self._reader.fetchall(query("select_events"), {"run_id": run_id})
+        rows = await self._fetchall(query("select_events"), {"run_id": run_id})
         return [
             Event(
                 seq=row["seq"],
@@ -320,7 +389,7 @@ class SqliteStore:
         ]
 
     async def usage(self, run_id: str) -> list[UsageTotal]:
-        rows = await self._reader.fetchall(query("select_usage"), {"run_id": run_id})
+        rows = await self._fetchall(query("select_usage"), {"run_id": run_id})
         return [
             UsageTotal(
                 task_id=row["task_id"],
@@ -333,117 +402,23 @@ class SqliteStore:
         ]
 
 
-# -- opening and migrating (these run on the writer thread) -------------------------------------
+# -- statements and rows <-> records ----------------------------------------------------------
 
 
-def _check_header(path: Path) -> None:
-    if not path.exists() or path.stat().st_size == 0:
-        return
-    try:
-        with path.open("rb") as handle:
-            header = handle.read(len(SQLITE_HEADER))
-    except OSError as error:
-        raise DatabaseUnusable(f"cannot read the database file {path}: {error}") from error
-    if header != SQLITE_HEADER:
-        raise DatabaseUnusable(
-            f"{path} is not a SQLite database (corrupt or another kind of file); "
-            "dagbot leaves it untouched. Move it aside or point DATABASE_URL elsewhere."
-        )
+def _statement(sql: str, params: dict[str, Any]) -> Work[None]:
+    async def work(db: aiosqlite.Connection) -> None:
+        await db.execute(sql, params)
+
+    return work
 
 
-def _migrate(db: sqlite3.Connection, *, path: str) -> None:
-    """Check that the file is dagbot's and current enough, then switch to WAL and migrate.
-
-    Nothing is written before the checks pass: switching to WAL rewrites the file header, so a
-    foreign or newer file must be refused first to stay byte-for-byte untouched.
-    """
-    steps = migrations()
-    latest = steps[-1][0]
-    try:
-        # One read transaction, so a concurrent first start-up cannot show us a version from
-        # before its migration and tables from after it.
-        db.execute("BEGIN")
-        try:
-            version = int(db.execute("PRAGMA user_version").fetchone()[0])
-            check = str(db.execute("PRAGMA quick_check").fetchone()[0])
-            tables = int(
-                db.execute(
-                    "SELECT COUNT(*) FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'"
-                ).fetchone()[0]
-            )
-        finally:
-            db.execute("COMMIT")
-    except sqlite3.DatabaseError as error:
-        raise DatabaseUnusable(
-            f"the database {path} is unusable ({error}); dagbot leaves it untouched. "
-            "Move it aside or point DATABASE_URL elsewhere."
-        ) from error
-    if check != "ok":
-        raise DatabaseUnusable(
-            f"the database {path} is corrupt (integrity check: {check}); dagbot leaves it "
-            "untouched. Restore a backup or point DATABASE_URL elsewhere."
-        )
-    if version > latest:
-        raise DatabaseUnusable(
-            f"the database {path} has schema version {version}, newer than this dagbot "
-            f"understands ({latest}); dagbot leaves it untouched. Upgrade dagbot or point "
-            "DATABASE_URL elsewhere."
-        )
-    if version == 0 and tables:
-        raise DatabaseUnusable(
-            f"{path} holds tables that are not dagbot's; dagbot leaves it untouched. "
-            "Point DATABASE_URL elsewhere."
-        )
-    if path != ":memory:":
-        # Read the answer to the end: an unfinished statement holds a read snapshot, and
-        # BEGIN IMMEDIATE then fails with "database is locked" at once instead of waiting.
-        db.execute("PRAGMA journal_mode = WAL").fetchall()
-    for step, script in steps:
-        if step <= version:
-            continue
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                # Another process may have migrated while we waited for the write lock.
-                if int(db.execute("PRAGMA user_version").fetchone()[0]) < step:
-                    for statement in _statements(script):
-                        db.execute(statement)
-                    db.execute(f"PRAGMA user_version = {step}")
-                db.execute("COMMIT")
-            except BaseException:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
-        except sqlite3.Error as error:
-            raise StorageError(f"migrating {path} to schema {step} failed: {error}") from error
+async def _claim(db: aiosqlite.Connection, event_id: str, at: float) -> bool:
+    return bool(await db.execute_fetchall(query("insert_inbox"), {"event_id": event_id, "at": at}))
 
 
-def _statements(script: str) -> list[str]:
-    """Split a SQL script into complete statements (executescript would commit on its own)."""
-    statements: list[str] = []
-    buffer = ""
-    for line in script.splitlines(keepends=True):
-        buffer += line
-        if sqlite3.complete_statement(buffer):
-            statements.append(buffer.strip())
-            buffer = ""
-    if buffer.strip():
-        statements.append(buffer.strip())
-    return statements
-
-
-# -- rows <-> records ---------------------------------------------------------------------------
-
-
-def _execute(sql: str, params: dict[str, Any], db: sqlite3.Connection) -> None:
-    db.execute(sql, params)
-
-
-def _insert_event(db: sqlite3.Connection, transition: Transition, at: float) -> int:
-    seq = db.execute(query("insert_event"), _event_row(transition, at)).lastrowid
-    if seq is None:
-        raise StorageError("the event log did not return a sequence number")
-    return seq
+async def _append_event(db: aiosqlite.Connection, transition: Transition, at: float) -> int:
+    [(seq,)] = await db.execute_fetchall(query("append_event"), _event_row(transition, at))
+    return int(seq)
 
 
 def _event_row(transition: Transition, at: float) -> dict[str, Any]:

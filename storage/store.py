@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from typing import Any, Protocol
+from typing import Any, Protocol, overload
 
 from storage.records import (
     Event,
@@ -17,8 +17,23 @@ from storage.records import (
 
 
 class Store(Protocol):
-    async def create_run(self, new: NewRun) -> tuple[RunRecord, Event]:
-        """Record a run in status planning."""
+    @overload
+    async def create_run(self, new: NewRun) -> tuple[RunRecord, Event]: ...
+
+    @overload
+    async def create_run(
+        self, new: NewRun, *, delivery_id: str | None
+    ) -> tuple[RunRecord, Event] | None: ...
+
+    async def create_run(
+        self, new: NewRun, *, delivery_id: str | None = None
+    ) -> tuple[RunRecord, Event] | None:
+        """Record a run in status planning.
+
+        With `delivery_id` (an external event id), claiming it (see claim_delivery) and
+        creating the run are one transaction: if the id was claimed before, nothing is created
+        and the result is None. A crash can then never claim a delivery without its run.
+        """
         ...
 
     async def set_plan(self, run_id: str, plan: dict[str, Any]) -> Event:

@@ -133,6 +133,20 @@ async def test_a_task_starts_as_soon_as_its_last_dependency_succeeds(
     assert (await engine.wait(run.id)).run.status is RunStatus.SUCCEEDED
 
 
+async def test_a_delivery_starts_one_run_and_its_redelivery_none(
+    make_engine: MakeEngine,
+) -> None:
+    engine = await make_engine(Echo())
+    the_plan = plan(tool("t1"), summary("s", "t1"))
+    run = await engine.submit("g", plan=the_plan, delivery_id="Ev1")
+    assert run is not None
+    assert (await engine.wait(run.id)).run.status is RunStatus.SUCCEEDED
+    again = await engine.submit("g", plan=the_plan, delivery_id="Ev1")
+    assert again is None
+    assert [r.id for r in await engine.store.recent_runs()] == [run.id]
+    assert not engine.is_active(run.id)
+
+
 async def hold_at_the_limit(gate: Gate, limit: int, releases: int) -> None:
     """Release running tasks one by one; after each, the next task must take the freed slot."""
     await gate.until(lambda: len(gate.running) == limit)

@@ -374,6 +374,52 @@ async def test_claim_delivery_dedupes(store: SqliteStore, tmp_path: Path) -> Non
         await other.close()
 
 
+async def test_a_first_delivery_creates_its_run_and_claims_the_id(store: SqliteStore) -> None:
+    created = await store.create_run(NewRun(goal="from slack"), delivery_id="Ev1")
+    assert created is not None
+    record, event = created
+    assert (record.goal, record.status) == ("from slack", RunStatus.PLANNING)
+    assert await store.get_run(record.id) == record
+    assert await store.events(record.id) == [event]
+    assert not await store.claim_delivery("Ev1")
+
+
+async def test_a_redelivery_creates_nothing(store: SqliteStore) -> None:
+    assert await store.create_run(NewRun(goal="first"), delivery_id="Ev1") is not None
+    assert await store.create_run(NewRun(goal="again"), delivery_id="Ev1") is None
+    assert await store.claim_delivery("Ev2")
+    assert await store.create_run(NewRun(goal="claimed apart"), delivery_id="Ev2") is None
+    assert [r.goal for r in await store.recent_runs()] == ["first"]
+
+
+async def test_concurrent_deliveries_of_one_event_create_exactly_one_run(
+    store: SqliteStore, tmp_path: Path
+) -> None:
+    other = await SqliteStore.open(str(tmp_path / "dagbot.sqlite3"))
+    try:
+        results = await asyncio.gather(
+            *(
+                s.create_run(NewRun(goal=f"copy {n}"), delivery_id="Ev1")
+                for n, s in enumerate((store, other, store, other))
+            )
+        )
+        assert sum(result is not None for result in results) == 1
+        assert len(await other.recent_runs()) == 1
+    finally:
+        await other.close()
+
+
+async def test_a_run_that_cannot_be_created_leaves_its_delivery_unclaimed(
+    store: SqliteStore,
+) -> None:
+    # The parent does not exist: the foreign key fails the run insert after the claim.
+    with pytest.raises(StorageError, match="FOREIGN KEY"):
+        await store.create_run(NewRun(goal="orphan", parent_run_id="nope"), delivery_id="Ev1")
+    assert await store.recent_runs() == []
+    created = await store.create_run(NewRun(goal="retried"), delivery_id="Ev1")
+    assert created is not None
+
+
 async def test_old_deliveries_are_pruned_on_open(tmp_path: Path) -> None:
     path = tmp_path / "inbox.sqlite3"
     first = await SqliteStore.open(str(path))
