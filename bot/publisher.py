@@ -19,6 +19,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from slack_sdk.errors import SlackApiError, SlackClientError
@@ -335,16 +336,7 @@ class SlackPublisher:
             )
             return
 
-        async def send(metadata: dict[str, Any]) -> str:
-            response = await self._client.chat_postMessage(
-                channel=target.channel,
-                thread_ts=target.thread_ts,
-                text=message.text,
-                blocks=message.blocks,
-                metadata=metadata,
-            )
-            return str(response["ts"])
-
+        send = partial(self._post_in_thread, target, message)
         ts = await self._post_once(state, target, "plan", "plan", send)
         await self._set_meta(state, {"plan_ts": ts})
 
@@ -388,16 +380,7 @@ class SlackPublisher:
     ) -> None:
         message = planning_failed_message(run)
 
-        async def send(metadata: dict[str, Any]) -> str:
-            response = await self._client.chat_postMessage(
-                channel=target.channel,
-                thread_ts=target.thread_ts,
-                text=message.text,
-                blocks=message.blocks,
-                metadata=metadata,
-            )
-            return str(response["ts"])
-
+        send = partial(self._post_in_thread, target, message)
         await self._post_once(state, target, f"error@{seq}", "error", send)
 
     async def _clear_status(self, target: SlackTarget) -> None:
@@ -477,27 +460,26 @@ class SlackPublisher:
     ) -> str:
         message = self._summary_message(target, part)
         try:
-            response = await self._client.chat_postMessage(
-                channel=target.channel,
-                thread_ts=target.thread_ts,
-                text=message.text,
-                blocks=message.blocks,
-                metadata=metadata,
-            )
+            return await self._post_in_thread(target, message, metadata)
         except SlackApiError as error:
             if error_code(error) != "invalid_blocks" or target.team_id in self._no_markdown_teams:
                 raise
             log.warning("markdown block rejected in team %s; using mrkdwn", target.team_id)
             if target.team_id:
                 self._no_markdown_teams.add(target.team_id)
-            message = classic_markdown_message(part)
-            response = await self._client.chat_postMessage(
-                channel=target.channel,
-                thread_ts=target.thread_ts,
-                text=message.text,
-                blocks=message.blocks,
-                metadata=metadata,
-            )
+            return await self._post_in_thread(target, classic_markdown_message(part), metadata)
+
+    async def _post_in_thread(
+        self, target: SlackTarget, message: SlackMessage, metadata: dict[str, Any]
+    ) -> str:
+        """Post `message` as a reply in the run's thread; its ts."""
+        response = await self._client.chat_postMessage(
+            channel=target.channel,
+            thread_ts=target.thread_ts,
+            text=message.text,
+            blocks=message.blocks,
+            metadata=metadata,
+        )
         return str(response["ts"])
 
     # -- exactly-once posts ------------------------------------------------------------------

@@ -111,14 +111,16 @@ def _output_of(state: TaskState) -> StepOutput:
     return StepOutput(task_id=state.id, title=state.spec.title, text=state.output or "")
 
 
-class LlmExecutor:
-    """Runs `llm` tasks: the planner's instruction, the goal, and the referenced outputs."""
-
+class _LlmStep:
     def __init__(self, llm: LLM, *, input_budget: int = DEFAULT_INPUT_BUDGET) -> None:
         if input_budget < MIN_BUDGET:
             raise ValueError(f"input_budget must be at least {MIN_BUDGET} characters")
         self._llm = llm
         self._budget = input_budget
+
+
+class LlmExecutor(_LlmStep):
+    """Runs `llm` tasks: the planner's instruction, the goal, and the referenced outputs."""
 
     async def __call__(self, context: TaskContext) -> str:
         task = context.task
@@ -143,14 +145,8 @@ class LlmExecutor:
         return answer_text(completion)
 
 
-class SummaryExecutor:
+class SummaryExecutor(_LlmStep):
     """Runs the `summary` task: the goal's answer from its dependencies' outputs and failures."""
-
-    def __init__(self, llm: LLM, *, input_budget: int = DEFAULT_INPUT_BUDGET) -> None:
-        if input_budget < MIN_BUDGET:
-            raise ValueError(f"input_budget must be at least {MIN_BUDGET} characters")
-        self._llm = llm
-        self._budget = input_budget
 
     async def __call__(self, context: TaskContext) -> str:
         task = context.task
