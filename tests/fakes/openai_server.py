@@ -39,7 +39,6 @@ import asyncio
 import inspect
 import itertools
 import json
-import socket
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -49,6 +48,8 @@ from typing import Any
 
 import pytest_asyncio
 from aiohttp import web
+
+from tests.fakes.serve import serve_locally
 
 FAKE_API_KEY = "sk-fake-test-key-0123456789"
 """An API key to configure clients with; the server records but never checks it."""
@@ -369,18 +370,9 @@ async def fake_openai_server() -> AsyncIterator[FakeOpenAI]:
     app.router.add_post("/v1/chat/completions", fake.handle)
     # A client that gives up (timeout, cancelled run) cancels its handler, so a responder held on
     # an event never outlives the test; shutdown does not wait long for stragglers.
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0, handler_cancellation=True)
-    await runner.setup()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-        await web.SockSite(runner, sock).start()
-        fake.base_url = f"http://127.0.0.1:{port}/v1"
+    async with serve_locally(app, shutdown_timeout=2.0, handler_cancellation=True) as origin:
+        fake.base_url = f"{origin}/v1"
         yield fake
-    finally:
-        await runner.cleanup()
-        sock.close()
 
 
 @pytest_asyncio.fixture

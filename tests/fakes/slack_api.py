@@ -34,7 +34,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager, suppress
@@ -43,6 +42,8 @@ from typing import Any
 
 import pytest_asyncio
 from aiohttp import web
+
+from tests.fakes.serve import serve_locally
 
 FAKE_BOT_TOKEN = "xoxb-fake-0000-test-token"
 FAKE_TEAM_ID = "T0FAKE001"
@@ -739,20 +740,13 @@ async def fake_slack_server(**kwargs: Any) -> AsyncIterator[FakeSlack]:
     fake = FakeSlack(**kwargs)
     app = web.Application()
     app.router.add_route("*", "/api/{method}", fake.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-        await web.SockSite(runner, sock).start()
-        fake.base_url = f"http://127.0.0.1:{port}/api/"
-        yield fake
-    finally:
-        for method in list(fake._gates):
-            fake.release(method)
-        await runner.cleanup()
-        sock.close()
+    async with serve_locally(app) as origin:
+        fake.base_url = f"{origin}/api/"
+        try:
+            yield fake
+        finally:
+            for method in list(fake._gates):
+                fake.release(method)
 
 
 @pytest_asyncio.fixture
