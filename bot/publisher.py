@@ -28,9 +28,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.blocks import (
     SUMMARY_PART_LIMIT,
     SlackMessage,
-    classic_markdown_message,
     home_view,
-    markdown_message,
     placeholder_message,
     plan_message,
     planning_failed_message,
@@ -38,6 +36,7 @@ from bot.blocks import (
 )
 from bot.markdown import split_markdown
 from bot.slack_client import error_code, is_transient, retry_after
+from bot.thread_writer import SlackTarget, ThreadWriter
 from scheduler.bus import Subscription
 from scheduler.engine import Engine
 from scheduler.state import Run, RunView
@@ -48,41 +47,12 @@ log = logging.getLogger("dagbot.slack")
 PLANNING_STATUS = "is planning…"
 PLANNING_LOADING = ["Planning the tasks…", "Choosing the tools…", "Ordering the steps…"]
 MAX_BACKOFF = 60.0
-STREAM_BUFFER = 1024
 SCAN_LIMIT = 50
 CLOSING_ATTEMPTS = 2
 BUG_ATTEMPTS = 5
 REPLIES_PAGES = 10
 
 _TERMINAL = (EventKind.RUN_FINISHED, EventKind.RUN_CANCELLED)
-
-
-@dataclass(frozen=True, kw_only=True)
-class SlackTarget:
-    """Where a run lives in Slack, from the flat meta keys the intake records."""
-
-    channel: str
-    thread_ts: str
-    team_id: str | None = None
-    user: str | None = None
-
-    @classmethod
-    def of(cls, run: Run) -> SlackTarget | None:
-        """None for runs that did not come from Slack (no channel in their meta)."""
-        meta = run.meta
-        channel, thread_ts = meta.get("channel"), meta.get("thread_ts")
-        if not isinstance(channel, str) or not channel:
-            return None
-        if not isinstance(thread_ts, str) or not thread_ts:
-            log.warning("run %s has a Slack channel but no thread_ts; not shown", run.id)
-            return None
-        team_id, user = meta.get("team_id"), meta.get("user") or run.requester
-        return cls(
-            channel=channel,
-            thread_ts=thread_ts,
-            team_id=team_id if isinstance(team_id, str) and team_id else None,
-            user=user if isinstance(user, str) and user else None,
-        )
 
 
 @dataclass(kw_only=True)
@@ -118,10 +88,9 @@ class SlackPublisher:
         self._active = 0
         self._idle = asyncio.Event()
         self._idle.set()
-        # Learned per workspace (team id): what Slack rejected there, so it is not tried again.
+        # Workspaces (team ids) that rejected plan/task_card blocks: classic blocks there.
         self._classic_teams: set[str] = set()
-        self._no_markdown_teams: set[str] = set()
-        self._no_stream_teams: set[str] = set()
+        self._writer = ThreadWriter(client)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -336,7 +305,7 @@ class SlackPublisher:
             )
             return
 
-        send = partial(self._post_in_thread, target, message)
+        send = partial(self._writer.post, target, message)
         ts = await self._post_once(state, target, "plan", "plan", send)
         await self._set_meta(state, {"plan_ts": ts})
 
@@ -380,7 +349,7 @@ class SlackPublisher:
     ) -> None:
         message = planning_failed_message(run)
 
-        send = partial(self._post_in_thread, target, message)
+        send = partial(self._writer.post, target, message)
         await self._post_once(state, target, f"error@{seq}", "error", send)
 
     async def _clear_status(self, target: SlackTarget) -> None:
@@ -395,92 +364,11 @@ class SlackPublisher:
         for index, part in enumerate(parts):
 
             async def send(metadata: dict[str, Any], part: str = part) -> str:
-                return await self._send_summary_part(target, part, metadata)
+                return await self._writer.post_summary_part(target, part, metadata)
 
             ts = await self._post_once(state, target, f"summary@{seq}#{index}", "summary", send)
             if index == 0 and state.meta.get("summary_ts") != ts:
                 await self._set_meta(state, {"summary_ts": ts})
-
-    async def _send_summary_part(
-        self, target: SlackTarget, part: str, metadata: dict[str, Any]
-    ) -> str:
-        if self._can_stream(target):
-            streamed = await self._stream_summary_part(target, part, metadata)
-            if streamed is not None:
-                return streamed
-        return await self._post_summary_part(target, part, metadata)
-
-    def _can_stream(self, target: SlackTarget) -> bool:
-        # chat.startStream needs the recipient's user and team ids outside DMs.
-        return bool(target.user and target.team_id) and target.team_id not in self._no_stream_teams
-
-    async def _stream_summary_part(
-        self, target: SlackTarget, part: str, metadata: dict[str, Any]
-    ) -> str | None:
-        """The ts of the streamed message, or None when the part must be posted whole."""
-        stream = await self._client.chat_stream(
-            channel=target.channel,
-            thread_ts=target.thread_ts,
-            recipient_team_id=target.team_id,
-            recipient_user_id=target.user,
-            buffer_size=STREAM_BUFFER,
-        )
-        try:
-            for piece in _stream_pieces(part):
-                await stream.append(markdown_text=piece)
-            await stream.stop(metadata=metadata)
-        except Exception as error:
-            log.warning("streaming the summary failed (%s); posting it whole", error_code(error))
-            if stream.ts is None:
-                if not is_transient(error) and target.team_id:
-                    self._no_stream_teams.add(target.team_id)
-                return None
-            # The stream began: complete that message in place rather than posting another.
-            message = self._summary_message(target, part)
-            try:
-                await self._client.chat_update(
-                    channel=target.channel,
-                    ts=stream.ts,
-                    text=message.text,
-                    blocks=message.blocks,
-                    metadata=metadata,
-                )
-            except SlackApiError as update_error:
-                log.warning("completing the streamed summary failed (%s)", error_code(update_error))
-                return None
-        return stream.ts
-
-    def _summary_message(self, target: SlackTarget, part: str) -> SlackMessage:
-        if target.team_id in self._no_markdown_teams:
-            return classic_markdown_message(part)
-        return markdown_message(part)
-
-    async def _post_summary_part(
-        self, target: SlackTarget, part: str, metadata: dict[str, Any]
-    ) -> str:
-        message = self._summary_message(target, part)
-        try:
-            return await self._post_in_thread(target, message, metadata)
-        except SlackApiError as error:
-            if error_code(error) != "invalid_blocks" or target.team_id in self._no_markdown_teams:
-                raise
-            log.warning("markdown block rejected in team %s; using mrkdwn", target.team_id)
-            if target.team_id:
-                self._no_markdown_teams.add(target.team_id)
-            return await self._post_in_thread(target, classic_markdown_message(part), metadata)
-
-    async def _post_in_thread(
-        self, target: SlackTarget, message: SlackMessage, metadata: dict[str, Any]
-    ) -> str:
-        """Post `message` as a reply in the run's thread; its ts."""
-        response = await self._client.chat_postMessage(
-            channel=target.channel,
-            thread_ts=target.thread_ts,
-            text=message.text,
-            blocks=message.blocks,
-            metadata=metadata,
-        )
-        return str(response["ts"])
 
     # -- exactly-once posts ------------------------------------------------------------------
 
@@ -587,12 +475,6 @@ class SlackPublisher:
 def _fingerprint(message: SlackMessage) -> str:
     encoded = json.dumps([message.text, message.blocks], sort_keys=True).encode()
     return hashlib.sha256(encoded).hexdigest()
-
-
-def _stream_pieces(markdown: str) -> list[str]:
-    """Paragraph-sized pieces that join back to exactly `markdown`."""
-    pieces = markdown.split("\n\n")
-    return [piece + "\n\n" for piece in pieces[:-1]] + [pieces[-1]]
 
 
 def _dict(value: Any) -> dict[str, Any]:
