@@ -22,6 +22,9 @@ from scheduler.state import Run, TaskState
 from storage.records import Event, EventKind, TaskRecord, TaskStatus, Transition
 from storage.store import Store
 
+CRASH_RESTARTS = 2
+"""Starts a crash-interrupted task may have beyond its retry budget before it is given up."""
+
 
 class Execution:
     """The in-memory state of one run while it executes.
@@ -70,6 +73,10 @@ class Execution:
         self.priority = critical_path_priorities(
             {t.id: t.spec.deps for t in tasks}, {t.id: estimate(t.spec) for t in tasks}
         )
+        # Tasks a crash interrupted, with the attempts they had. Such a task always runs again,
+        # its retries going on from the attempts already spent; only one that keeps being in
+        # flight when the process dies (CRASH_RESTARTS past its budget) is given up on.
+        self.interrupted = {t.id: t.attempts for t in tasks if t.status is TaskStatus.RUNNING}
         self.waiting: dict[str, int] = {}
         self.ready: list[tuple[float, int, str]] = []
         self.slots_used = 0
@@ -154,7 +161,17 @@ class Execution:
 
     async def _attempts(self, task_id: str) -> asyncio.Future[Event]:
         """Run the task until it succeeds or may not be retried; returns its queued outcome."""
-        attempt = 0
+        attempt = self.interrupted.pop(task_id, 0)
+        if attempt >= self.retry.max_attempts + CRASH_RESTARTS:
+            return self._transition(
+                task_id,
+                EventKind.TASK_FAILED,
+                TaskStatus.FAILED,
+                error=(
+                    f"dagbot stopped while this task was running, {attempt} attempt(s) in all; "
+                    "it is not started again, in case it is what stops dagbot."
+                ),
+            )
         while True:
             attempt += 1
             # The executor starts only once the start is durable: a task found running after a

@@ -835,3 +835,70 @@ async def test_resume_ignores_finished_runs(make_engine: MakeEngine) -> None:
     engine = await make_engine(Echo())
     await run_plan(engine, fan_plan(1))
     assert await engine.resume_all() == []
+
+
+async def interrupted_run(db_path: Path, starts: int) -> str:
+    """A run whose task t1 was started `starts` times, each time by a process that died."""
+    store = await SqliteStore.open(str(db_path))
+    try:
+        record, _ = await store.create_run(NewRun(goal="crash loop"))
+        await store.set_plan(record.id, plan(tool("t1"), summary("s", "t1")).model_dump())
+        for _ in range(starts):
+            await store.record(
+                Transition(
+                    run_id=record.id,
+                    kind=EventKind.TASK_STARTED,
+                    task_id="t1",
+                    task_status=TaskStatus.RUNNING,
+                    new_attempt=True,
+                )
+            )
+        return record.id
+    finally:
+        await store.close()
+
+
+async def test_a_task_interrupted_by_crashes_keeps_its_retry_budget(
+    make_engine: MakeEngine, db_path: Path
+) -> None:
+    run_id = await interrupted_run(db_path, starts=2)
+    echo = Echo(failures={"t1": [TaskError("flaky", retryable=True)]})
+    engine = await make_engine(echo)  # three attempts in all
+    await engine.resume_all()
+    await engine.run_until_idle()
+    view = await engine.view(run_id)
+    # Two starts were spent before the crashes: one is left, and its retryable failure is final.
+    assert [c.attempt for c in echo.calls if c.task.id == "t1"] == [3]
+    assert view.task("t1").status is TaskStatus.FAILED
+    assert view.task("t1").attempts == 3
+
+
+async def test_a_task_that_keeps_stopping_dagbot_is_not_started_again(
+    make_engine: MakeEngine, db_path: Path
+) -> None:
+    run_id = await interrupted_run(db_path, starts=5)  # three allowed, plus two crash restarts
+    echo = Echo()
+    engine = await make_engine(echo)
+    await engine.resume_all()
+    await engine.run_until_idle()
+    view = await engine.view(run_id)
+    assert echo.order == ["s"]  # t1 never ran again; the summary still reports
+    t1 = view.task("t1")
+    assert t1.status is TaskStatus.FAILED
+    assert t1.attempts == 5
+    assert t1.error is not None
+    assert "stopped while this task was running" in t1.error
+    assert view.run.status is RunStatus.FAILED
+
+
+async def test_a_crash_interrupted_task_runs_again_even_with_no_retries(
+    make_engine: MakeEngine, db_path: Path
+) -> None:
+    run_id = await interrupted_run(db_path, starts=1)
+    echo = Echo()
+    engine = await make_engine(echo, retry=RetryPolicy(max_attempts=1))
+    await engine.resume_all()
+    await engine.run_until_idle()
+    view = await engine.view(run_id)
+    assert echo.order == ["t1", "s"]
+    assert view.run.status is RunStatus.SUCCEEDED
