@@ -421,30 +421,33 @@ async def _append_event(db: aiosqlite.Connection, transition: Transition, at: fl
     return int(seq)
 
 
-def _event_row(transition: Transition, at: float) -> dict[str, Any]:
+def _event_data(transition: Transition) -> dict[str, Any] | None:
+    """What the event log keeps of a transition beyond its kind: its data, and any error."""
     data = dict(transition.data or {})
     if transition.error is not None:
         data.setdefault("error", transition.error)
+    return data or None
+
+
+def _event_row(transition: Transition, at: float) -> dict[str, Any]:
+    data = _event_data(transition)
     return {
         "run_id": transition.run_id,
         "task_id": transition.task_id,
         "kind": transition.kind.value,
         "at": at,
-        "data_json": json.dumps(data) if data else None,
+        "data_json": json.dumps(data) if data is not None else None,
     }
 
 
 def _event(seq: int, transition: Transition, at: float) -> Event:
-    data = dict(transition.data or {})
-    if transition.error is not None:
-        data.setdefault("error", transition.error)
     return Event(
         seq=seq,
         run_id=transition.run_id,
         kind=transition.kind,
         at=at,
         task_id=transition.task_id,
-        data=data or None,
+        data=_event_data(transition),
     )
 
 
