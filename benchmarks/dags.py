@@ -7,8 +7,8 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from scheduler.graph import critical_path_priorities
-from scheduler.plan import Plan, PlanTask, TaskKind
+from scheduler.dag.graph import critical_path_priorities
+from scheduler.dag.plan import Plan, PlanTask, TaskKind
 
 
 @dataclass(frozen=True, kw_only=True)

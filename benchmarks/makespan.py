@@ -22,9 +22,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from benchmarks.dags import Workload, layered_dag, simulated_makespan
-from scheduler.engine import Engine, EngineConfig, estimate_by_kind
-from scheduler.executor import TaskContext
-from scheduler.plan import PlanTask, TaskKind
+from scheduler.dag.engine import Engine, EngineConfig, estimate_by_kind
+from scheduler.dag.executors import TaskContext
+from scheduler.dag.plan import PlanTask, TaskKind
 from storage.sqlite import SqliteStore
 
 CONCURRENCY = (4, 8, 32)

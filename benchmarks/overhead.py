@@ -21,9 +21,9 @@ from pathlib import Path
 
 import aiosqlite
 
-from scheduler.engine import Engine, EngineConfig
-from scheduler.executor import TaskContext
-from scheduler.plan import Plan, PlanTask, TaskKind
+from scheduler.dag.engine import Engine, EngineConfig
+from scheduler.dag.executors import TaskContext
+from scheduler.dag.plan import Plan, PlanTask, TaskKind
 from storage.records import Event, Transition
 from storage.sqlite import SqliteStore
 

@@ -36,8 +36,8 @@ from slack_sdk.models.blocks import (
 from slack_sdk.models.views import View
 
 from bot.markdown import escape_mrkdwn, markdown_to_mrkdwn, split_markdown
-from scheduler.plan import TaskKind
-from scheduler.state import Run, RunView, TaskState
+from scheduler.dag.plan import TaskKind
+from scheduler.dag.state import Run, RunView, TaskState
 from storage.records import RunStatus, TaskStatus
 
 MAX_BLOCKS = 50

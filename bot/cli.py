@@ -28,9 +28,9 @@ from bot.cli_render import (
 )
 from bot.runtime import open_runtime
 from bot.settings import ConfigError, Settings, load_settings
-from scheduler.engine import Engine
+from scheduler.dag.engine import Engine
+from scheduler.dag.state import Run, RunView, TaskState
 from scheduler.errors import SchedulerError
-from scheduler.state import Run, RunView, TaskState
 from storage.errors import StorageError
 from storage.records import Event, EventKind, RunStatus
 from storage.sqlite import open_store

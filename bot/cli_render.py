@@ -6,8 +6,8 @@ import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime, tzinfo
 
-from scheduler.plan import Plan, PlanTask, TaskKind
-from scheduler.state import RunView, TaskState
+from scheduler.dag.plan import Plan, PlanTask, TaskKind
+from scheduler.dag.state import RunView, TaskState
 from storage.records import Event, EventKind, RunRecord, RunStatus, TaskStatus, UsageTotal
 
 MARK = {

@@ -35,7 +35,7 @@ from bot.replies import (
     press_refusal,
     requested_text,
 )
-from scheduler.engine import Engine
+from scheduler.dag.engine import Engine
 from storage.records import RunRecord
 
 log = logging.getLogger("dagbot.intake")

@@ -37,9 +37,9 @@ from bot.blocks import (
 from bot.markdown import split_markdown
 from bot.slack_client import error_code, is_transient, retry_after
 from bot.thread_writer import SlackTarget, ThreadWriter
-from scheduler.bus import Subscription
-from scheduler.engine import Engine
-from scheduler.state import Run, RunView
+from scheduler.dag.bus import Subscription
+from scheduler.dag.engine import Engine
+from scheduler.dag.state import Run, RunView
 from storage.records import Event, EventKind, RunStatus
 
 log = logging.getLogger("dagbot.slack")

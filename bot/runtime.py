@@ -7,14 +7,14 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from bot.settings import Settings
-from scheduler.engine import Engine, EngineConfig
-from scheduler.llm import LLM
-from scheduler.llm_steps import LlmExecutor, SummaryExecutor
-from scheduler.plan import TaskKind
-from scheduler.planner import LLMPlanner
-from scheduler.retry import RetryPolicy
-from scheduler.tool_step import ToolExecutor
-from scheduler.toolbox import Toolbox, load_mcp_config
+from scheduler.dag.engine import Engine, EngineConfig
+from scheduler.dag.plan import TaskKind
+from scheduler.dag.retry import RetryPolicy
+from scheduler.planning.llm import LLM
+from scheduler.planning.llm_steps import LlmExecutor, SummaryExecutor
+from scheduler.planning.planner import LLMPlanner
+from scheduler.tools.tool_step import ToolExecutor
+from scheduler.tools.toolbox import Toolbox, load_mcp_config
 from storage.sqlite import SqliteStore, open_store
 
 

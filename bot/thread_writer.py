@@ -15,7 +15,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.blocks import SlackMessage, classic_markdown_message, markdown_message
 from bot.slack_client import error_code, is_transient
-from scheduler.state import Run
+from scheduler.dag.state import Run
 
 log = logging.getLogger("dagbot.slack")
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from bot.server import HttpBot, serve_http
 from bot.settings import Settings
-from scheduler.engine import Engine
+from scheduler.dag.engine import Engine
 from storage.records import RunRecord
 from storage.store import Store
 from tests.fakes.mcp_test_server import stdio_entry

@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from scheduler.plan import Plan, PlanTask, TaskKind
-from scheduler.planner import to_wire
+from scheduler.dag.plan import Plan, PlanTask, TaskKind
+from scheduler.planning.planner import to_wire
 from storage.records import RunStatus, TaskStatus
 from storage.sqlite import open_store
 from tests.fakes.mcp_test_server import stdio_entry, time_server_entry

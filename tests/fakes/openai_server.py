@@ -19,7 +19,7 @@ Usage::
         assert "Tokyo" in server.requests[1].transcript
 
 A planner answer is in the planner's wire format (arguments as a JSON string, `args_json`):
-build it from a canonical plan with `Reply.json(scheduler.planner.to_wire(plan))`.
+build it from a canonical plan with `Reply.json(scheduler.planning.planner.to_wire(plan))`.
 
 Replies are consumed in order, one per request. When the queue is empty the `fallback` responder
 answers (set it with `server.respond_with(fn)`; useful in end-to-end tests that answer by request

@@ -17,9 +17,9 @@ import os
 import sys
 from pathlib import Path
 
-from scheduler.engine import Engine, EngineConfig
-from scheduler.executor import TaskContext
-from scheduler.plan import Plan, TaskKind
+from scheduler.dag.engine import Engine, EngineConfig
+from scheduler.dag.executors import TaskContext
+from scheduler.dag.plan import Plan, TaskKind
 from storage.sqlite import SqliteStore
 
 

@@ -6,8 +6,8 @@ import asyncio
 from collections import Counter, defaultdict
 from collections.abc import Callable
 
-from scheduler.executor import TaskContext
-from scheduler.state import TaskState
+from scheduler.dag.executors import TaskContext
+from scheduler.dag.state import TaskState
 
 
 class Echo:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from scheduler.plan import Plan, PlanTask, TaskKind
+from scheduler.dag.plan import Plan, PlanTask, TaskKind
 
 
 def tool(task_id: str, *deps: str, name: str = "echo.say", **args: Any) -> PlanTask:

@@ -31,8 +31,8 @@ from bot.blocks import (
     truncate_mrkdwn,
 )
 from bot.markdown import escape_mrkdwn, markdown_to_mrkdwn, split_markdown
-from scheduler.plan import Plan, PlanTask, TaskKind
-from scheduler.state import Run, RunView, TaskState
+from scheduler.dag.plan import Plan, PlanTask, TaskKind
+from scheduler.dag.state import Run, RunView, TaskState
 from storage.records import RunStatus, TaskStatus
 
 RUN_ID = "0123456789abcdef"

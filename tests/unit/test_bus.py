@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import asyncio
 
-from scheduler.bus import EventBus
+from scheduler.dag.bus import EventBus
 from storage.records import Event, EventKind
 
 

@@ -20,8 +20,8 @@ from bot.cli_render import (
     task_label,
     truncate,
 )
-from scheduler.plan import Plan, PlanTask, TaskKind
-from scheduler.state import Run, RunView, TaskState
+from scheduler.dag.plan import Plan, PlanTask, TaskKind
+from scheduler.dag.state import Run, RunView, TaskState
 from storage.records import Event, EventKind, RunRecord, RunStatus, TaskStatus, UsageTotal
 
 T0 = 1_767_225_600.0  # 2026-01-01 00:00:00 UTC

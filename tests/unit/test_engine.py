@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.engine import Engine, EngineConfig
+from scheduler.dag.engine import Engine, EngineConfig
+from scheduler.dag.executors import Executor, PlanRequest, TaskContext
+from scheduler.dag.plan import Plan, PlanTask, TaskKind
+from scheduler.dag.retry import RetryPolicy
 from scheduler.errors import PlanningFailed, RunNotFound, TaskError
-from scheduler.executor import Executor, PlanRequest, TaskContext
-from scheduler.plan import Plan, PlanTask, TaskKind
-from scheduler.retry import RetryPolicy
 from storage.records import EventKind, NewRun, RunStatus, TaskStatus, Transition
 from storage.sqlite import SqliteStore
 from tests.support.executors import Echo, Gate, statuses

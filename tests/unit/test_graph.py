@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from scheduler.graph import ancestors, critical_path_priorities, find_cycle, topological_order
+from scheduler.dag.graph import ancestors, critical_path_priorities, find_cycle, topological_order
 
 Deps = dict[str, list[str]]
 

@@ -34,9 +34,9 @@ from bot.replies import (
     preview,
     requested_text,
 )
-from scheduler.engine import Engine
-from scheduler.executor import PlanRequest, TaskContext
-from scheduler.plan import Plan, PlanTask, TaskKind
+from scheduler.dag.engine import Engine
+from scheduler.dag.executors import PlanRequest, TaskContext
+from scheduler.dag.plan import Plan, PlanTask, TaskKind
 from storage.records import RunRecord, RunStatus
 from storage.sqlite import SqliteStore
 from tests.fakes.slack_api import FakeSlack, fake_slack_server

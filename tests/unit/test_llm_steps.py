@@ -6,10 +6,13 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from scheduler.dag.executors import TaskContext
+from scheduler.dag.plan import PlanTask
+from scheduler.dag.refs import substitute
+from scheduler.dag.state import TaskState
 from scheduler.errors import TaskError
-from scheduler.executor import TaskContext
-from scheduler.llm import LLM, Completion
-from scheduler.llm_steps import (
+from scheduler.planning.llm import LLM, Completion
+from scheduler.planning.llm_steps import (
     CUT_OFF_MARKER,
     LlmExecutor,
     SummaryExecutor,
@@ -18,10 +21,7 @@ from scheduler.llm_steps import (
     mark_references,
     summary_sources,
 )
-from scheduler.plan import PlanTask
-from scheduler.prompts import StepOutput, data_block, share_budget, truncate
-from scheduler.refs import substitute
-from scheduler.state import TaskState
+from scheduler.planning.prompts import StepOutput, data_block, share_budget, truncate
 from storage.records import TaskStatus
 from tests.fakes.openai_server import FakeOpenAI, Reply, UsageCall, UsageLog
 

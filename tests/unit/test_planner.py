@@ -8,15 +8,15 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from scheduler.catalogue import ToolSpec
-from scheduler.engine import Engine
+from scheduler.dag.catalogue import ToolSpec
+from scheduler.dag.engine import Engine
+from scheduler.dag.executors import History, PlanRequest
+from scheduler.dag.plan import Plan, TaskKind
+from scheduler.dag.validation import validate_plan
 from scheduler.errors import PlanningFailed
-from scheduler.executor import History, PlanRequest
-from scheduler.llm import LLM, Completion
-from scheduler.llm_steps import LlmExecutor, SummaryExecutor
-from scheduler.plan import Plan, TaskKind
-from scheduler.planner import LLMPlanner, parse_answer, plan_schema, to_wire
-from scheduler.validation import validate_plan
+from scheduler.planning.llm import LLM, Completion
+from scheduler.planning.llm_steps import LlmExecutor, SummaryExecutor
+from scheduler.planning.planner import LLMPlanner, parse_answer, plan_schema, to_wire
 from storage.records import RunStatus, TaskStatus
 from storage.sqlite import open_store
 from tests.fakes.openai_server import ChatRequest, FakeOpenAI, Reply, UsageLog

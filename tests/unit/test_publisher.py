@@ -15,11 +15,11 @@ import pytest
 from bot.blocks import CANCEL_ACTION, MAX_MESSAGE_TEXT, RETRY_ACTION
 from bot.publisher import PLANNING_STATUS, SlackPublisher
 from bot.slack_client import make_client
-from scheduler.engine import Engine, EngineConfig
+from scheduler.dag.engine import Engine, EngineConfig
+from scheduler.dag.executors import Executor, Planner, PlanRequest, TaskContext
+from scheduler.dag.plan import Plan, PlanTask, TaskKind
+from scheduler.dag.retry import RetryPolicy
 from scheduler.errors import PlanningFailed, TaskError
-from scheduler.executor import Executor, Planner, PlanRequest, TaskContext
-from scheduler.plan import Plan, PlanTask, TaskKind
-from scheduler.retry import RetryPolicy
 from storage.records import RunStatus
 from storage.sqlite import SqliteStore
 from tests.fakes.slack_api import FakeMessage, FakeSlack, SlackCall, fake_slack_server

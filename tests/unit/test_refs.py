@@ -4,7 +4,7 @@ from typing import Any
 
 import pytest
 
-from scheduler.refs import references_in, substitute
+from scheduler.dag.refs import references_in, substitute
 
 
 @pytest.mark.parametrize(

@@ -4,8 +4,8 @@ import random
 
 import pytest
 
+from scheduler.dag.retry import RetryPolicy, is_retryable, retry_delay
 from scheduler.errors import TaskError
-from scheduler.retry import RetryPolicy, is_retryable, retry_delay
 
 
 @pytest.mark.parametrize(

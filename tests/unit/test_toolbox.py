@@ -23,13 +23,13 @@ from mcp_types import (
     TextContent,
 )
 
+from scheduler.dag.executors import TaskContext
+from scheduler.dag.plan import PlanTask, TaskKind
 from scheduler.errors import TaskError
-from scheduler.executor import TaskContext
-from scheduler.mcp_config import HttpServer, McpConfig, McpConfigError, StdioServer
-from scheduler.plan import PlanTask, TaskKind
-from scheduler.tool_output import NO_CONTENT, result_text
-from scheduler.tool_step import ToolExecutor
-from scheduler.toolbox import Toolbox, load_mcp_config
+from scheduler.tools.mcp_config import HttpServer, McpConfig, McpConfigError, StdioServer
+from scheduler.tools.tool_output import NO_CONTENT, result_text
+from scheduler.tools.tool_step import ToolExecutor
+from scheduler.tools.toolbox import Toolbox, load_mcp_config
 from tests.fakes.mcp_test_server import TEST_SERVER_PATH, stdio_entry, time_server_entry
 
 MCP_LOG = "dagbot.mcp"

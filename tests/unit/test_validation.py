@@ -5,9 +5,9 @@ import re
 
 import pytest
 
-from scheduler.catalogue import ToolSpec
-from scheduler.plan import Plan, PlanTask
-from scheduler.validation import DEFAULT_MAX_TASKS, validate_plan
+from scheduler.dag.catalogue import ToolSpec
+from scheduler.dag.plan import Plan, PlanTask
+from scheduler.dag.validation import DEFAULT_MAX_TASKS, validate_plan
 from tests.support.plans import llm, plan, summary, tool
 
 CATALOGUE = {

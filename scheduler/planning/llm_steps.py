@@ -2,7 +2,7 @@
 
 Earlier outputs reach the model as delimited data blocks, cut to a character budget, rather than
 pasted into the instruction: the instruction stays the planner's words and tool output cannot pose
-as part of it (see scheduler.prompts).
+as part of it (see scheduler.planning.prompts).
 """
 
 from __future__ import annotations
@@ -11,11 +11,13 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from scheduler.dag.executors import TaskContext
+from scheduler.dag.graph import ancestors
+from scheduler.dag.refs import REFERENCE
+from scheduler.dag.state import TaskState
 from scheduler.errors import TaskError
-from scheduler.executor import TaskContext
-from scheduler.graph import ancestors
-from scheduler.llm import LLM, Completion
-from scheduler.prompts import (
+from scheduler.planning.llm import LLM, Completion
+from scheduler.planning.prompts import (
     StepFailure,
     StepOutput,
     llm_step_messages,
@@ -23,8 +25,6 @@ from scheduler.prompts import (
     summary_messages,
     truncate,
 )
-from scheduler.refs import REFERENCE
-from scheduler.state import TaskState
 from storage.records import TaskStatus
 
 DEFAULT_INPUT_BUDGET = 24_000

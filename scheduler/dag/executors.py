@@ -6,8 +6,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from scheduler.plan import Plan, PlanTask
-from scheduler.state import TaskState
+from scheduler.dag.plan import Plan, PlanTask
+from scheduler.dag.state import TaskState
 
 UsageSink = Callable[[str, int, int], Awaitable[None]]
 """Records one LLM call's token usage: (model, prompt_tokens, completion_tokens)."""

@@ -13,20 +13,20 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TypeVar, overload
 
-from scheduler.bus import EventBus
-from scheduler.errors import PlanInvalid, PlanningFailed, RunNotFound
-from scheduler.execution import Execution, task_states
-from scheduler.executor import (
+from scheduler.dag.bus import EventBus
+from scheduler.dag.execution import Execution, task_states
+from scheduler.dag.executors import (
     Executor,
     History,
     Planner,
     PlanRequest,
     UsageSink,
 )
-from scheduler.plan import Plan, PlanTask, TaskKind
-from scheduler.retry import RetryPolicy
-from scheduler.state import Run, RunView, TaskState
-from scheduler.validation import DEFAULT_MAX_TASKS, validate_plan
+from scheduler.dag.plan import Plan, PlanTask, TaskKind
+from scheduler.dag.retry import RetryPolicy
+from scheduler.dag.state import Run, RunView, TaskState
+from scheduler.dag.validation import DEFAULT_MAX_TASKS, validate_plan
+from scheduler.errors import PlanInvalid, PlanningFailed, RunNotFound
 from storage.records import (
     Event,
     EventKind,

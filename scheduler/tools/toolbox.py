@@ -27,10 +27,16 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp_types import CONNECTION_CLOSED, INVALID_PARAMS, REQUEST_TIMEOUT, CallToolResult, Tool
 from pydantic import ValidationError
 
-from scheduler.catalogue import ToolSpec
+from scheduler.dag.catalogue import ToolSpec
 from scheduler.errors import TaskError
-from scheduler.mcp_config import HttpServer, McpConfig, McpConfigError, StdioServer, load_mcp_config
-from scheduler.tool_output import error_text, result_text
+from scheduler.tools.mcp_config import (
+    HttpServer,
+    McpConfig,
+    McpConfigError,
+    StdioServer,
+    load_mcp_config,
+)
+from scheduler.tools.tool_output import error_text, result_text
 
 if TYPE_CHECKING:
     from mcp.client._transport import TransportStreams

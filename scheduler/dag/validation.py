@@ -10,10 +10,10 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 from referencing.exceptions import Unresolvable
 
-from scheduler.catalogue import ToolSpec
-from scheduler.graph import ancestors, find_cycle
-from scheduler.plan import Plan, PlanTask, TaskKind
-from scheduler.refs import REFERENCE, references_in
+from scheduler.dag.catalogue import ToolSpec
+from scheduler.dag.graph import ancestors, find_cycle
+from scheduler.dag.plan import Plan, PlanTask, TaskKind
+from scheduler.dag.refs import REFERENCE, references_in
 
 DEFAULT_MAX_TASKS = 50
 

@@ -13,9 +13,9 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from scheduler.catalogue import ToolSpec
-from scheduler.executor import History
-from scheduler.llm import Message
+from scheduler.dag.catalogue import ToolSpec
+from scheduler.dag.executors import History
+from scheduler.planning.llm import Message
 
 HISTORY_BUDGET = 4_000
 """Characters of each earlier summary shown to the planner."""

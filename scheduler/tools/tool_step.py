@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from scheduler.dag.executors import TaskContext
 from scheduler.errors import TaskError
-from scheduler.executor import TaskContext
-from scheduler.toolbox import Toolbox
+from scheduler.tools.toolbox import Toolbox
 
 
 class ToolExecutor:

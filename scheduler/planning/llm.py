@@ -18,8 +18,8 @@ from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
 from openai.types.shared_params import ResponseFormatJSONSchema
 from pydantic import SecretStr
 
+from scheduler.dag.executors import UsageSink
 from scheduler.errors import TaskError
-from scheduler.executor import UsageSink
 
 OPENAI_URL = "https://api.openai.com/v1"
 LOCAL_SERVER_KEY = "not-needed"

@@ -15,13 +15,13 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from scheduler.catalogue import ToolSpec
+from scheduler.dag.catalogue import ToolSpec
+from scheduler.dag.executors import PlanRequest
+from scheduler.dag.plan import Plan, TaskKind
+from scheduler.dag.validation import DEFAULT_MAX_TASKS, validate_plan
 from scheduler.errors import PlanningFailed, TaskError
-from scheduler.executor import PlanRequest
-from scheduler.llm import LLM, Completion, Message
-from scheduler.plan import Plan, TaskKind
-from scheduler.prompts import planner_messages, repair_message, truncate
-from scheduler.validation import DEFAULT_MAX_TASKS, validate_plan
+from scheduler.planning.llm import LLM, Completion, Message
+from scheduler.planning.prompts import planner_messages, repair_message, truncate
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ _ECHO_BUDGET = 2_000
 
 
 class ToolCatalogue(Protocol):
-    """Where the planner learns which tools exist (scheduler.toolbox.Toolbox fits)."""
+    """Where the planner learns which tools exist (scheduler.tools.toolbox.Toolbox fits)."""
 
     async def catalogue(self) -> Mapping[str, ToolSpec]: ...
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from scheduler.plan import Plan, PlanTask, TaskKind
+from scheduler.dag.plan import Plan, PlanTask, TaskKind
 from storage.records import RunRecord, RunStatus, TaskRecord, TaskStatus
 
 

@@ -12,13 +12,13 @@ import time
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
+from scheduler.dag.executors import Executor, TaskContext, UsageSink
+from scheduler.dag.graph import critical_path_priorities
+from scheduler.dag.plan import Plan, PlanTask, TaskKind
+from scheduler.dag.refs import references_in, substitute
+from scheduler.dag.retry import RetryPolicy, retry_delay
+from scheduler.dag.state import Run, TaskState
 from scheduler.errors import TaskError
-from scheduler.executor import Executor, TaskContext, UsageSink
-from scheduler.graph import critical_path_priorities
-from scheduler.plan import Plan, PlanTask, TaskKind
-from scheduler.refs import references_in, substitute
-from scheduler.retry import RetryPolicy, retry_delay
-from scheduler.state import Run, TaskState
 from storage.records import Event, EventKind, TaskRecord, TaskStatus, Transition
 from storage.store import Store
 
