@@ -8,7 +8,7 @@ from scheduler.tools.toolbox import Toolbox
 
 
 class ToolExecutor:
-    """Calls the task's tool with its (already substituted) arguments.
+    """Calls the task's tool with its (already substituted) arguments and idempotency key.
 
     `timeout` bounds each call at the protocol level, so a slow server yields a retryable
     "did not answer" failure and its session stays usable; None leaves the bound to the engine's
@@ -23,4 +23,9 @@ class ToolExecutor:
         task = context.task
         if not task.tool:
             raise TaskError(f"Task {task.id!r} is a tool task but names no tool.")
-        return await self._toolbox.call(task.tool, task.args, timeout=self._timeout)
+        return await self._toolbox.call(
+            task.tool,
+            task.args,
+            timeout=self._timeout,
+            idempotency_key=context.idempotency_key,
+        )
