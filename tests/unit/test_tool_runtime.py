@@ -18,7 +18,7 @@ import pytest
 
 from scheduler.dag.engine import Engine, EngineConfig
 from scheduler.dag.plan import PlanTask, TaskKind
-from scheduler.dag.retry import RetryPolicy
+from scheduler.dag.retry import RetryPolicies, RetryPolicy
 from scheduler.errors import TaskError
 from scheduler.tools.mcp_config import McpConfig
 from scheduler.tools.reconnect import (
@@ -171,7 +171,11 @@ async def test_calls_lost_in_a_crash_are_retried_by_the_engine_with_the_same_key
         store,
         {TaskKind.TOOL: ToolExecutor(box), TaskKind.LLM: Echo(), TaskKind.SUMMARY: Echo()},
         planner=None,
-        config=EngineConfig(retry=RetryPolicy(max_attempts=3, base_delay=0.01, max_delay=0.02)),
+        config=EngineConfig(
+            retry=RetryPolicies(
+                default=RetryPolicy(max_attempts=3, base_delay=0.01, max_delay=0.02)
+            )
+        ),
     )
     try:
         # t2 crashes the server while t1 is in flight at it: both calls are lost.
