@@ -24,7 +24,7 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager, suppress
 from typing import TYPE_CHECKING, Any, TextIO, cast
 
@@ -135,6 +135,10 @@ class Toolbox:
         chosen = names or tuple(self._connections)
         await asyncio.gather(*(self._connections[name].wait_up() for name in chosen))
 
+    async def wait_down(self, name: str) -> None:
+        """Wait until the server's session, once up, has been lost. For tests."""
+        await self._connections[name].went_down.wait()
+
     async def wait_first_attempts(self) -> None:
         """Wait until every server has been tried once (connected or failed)."""
         await asyncio.gather(*(c.first_attempt.wait() for c in self._connections.values()))
@@ -149,9 +153,11 @@ class Toolbox:
         starting = [c for c in self._connections.values() if not c.first_attempt.is_set()]
         if remaining > 0 and starting:
             waits = [asyncio.ensure_future(c.first_attempt.wait()) for c in starting]
-            _, pending = await asyncio.wait(waits, timeout=remaining)
-            for wait in pending:
-                wait.cancel()
+            try:
+                await asyncio.wait(waits, timeout=remaining)
+            finally:
+                for wait in waits:
+                    wait.cancel()
         return {
             spec.name: spec
             for connection in self._connections.values()
@@ -203,6 +209,8 @@ class _Connection:
         self.tools: tuple[Tool, ...] = ()
         self.down_reason: str | None = "not connected yet"
         self.first_attempt = asyncio.Event()
+        self.went_down = asyncio.Event()
+        """Set when a session that was up is lost; cleared when the server is up again."""
         self._supervisor: asyncio.Task[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
@@ -302,6 +310,7 @@ class _Connection:
             if self._reported is not None:
                 log.info("MCP server %r (%s) is up again.", self.name, self.config.describe())
             self.down_reason = self._reported = None
+            self.went_down.clear()
             return task
         self.down_reason = reason
         # One warning per problem: retries that fail the same way are logged quietly.
@@ -442,6 +451,7 @@ class _Connection:
         self.client = None
         self.tools = ()
         self.down_reason = f"connection lost ({why})"
+        self.went_down.set()
         self._stop.set()
         log.warning(
             "MCP server %r (%s) lost its connection (%s); it is being reconnected.",
@@ -487,6 +497,11 @@ class _Connection:
                 tools = await _list_tools(client)
                 callable_tools = self._callable(tools)
                 self.client, self.tools = client, callable_tools
+                if tail is not None:
+                    # A process that exits while idle is noticed now, not at the next call.
+                    tail.on_exit = lambda: self.lost(client, "its process exited")
+                if self._http is not None:
+                    self._http.serving = True
                 ready.set_result(None)
                 await self._notify()
                 await stop.wait()
@@ -504,6 +519,7 @@ class _Connection:
                 self.client = None
                 self.tools = ()
                 self.down_reason = f"connection lost ({reason})"
+                self.went_down.set()
                 log.warning(
                     "MCP server %r (%s) lost its connection: %s; it is being reconnected.",
                     self.name,
@@ -559,12 +575,15 @@ class _HttpWatch:
 
     def __init__(self) -> None:
         self.last_error_status: int | None = None
+        """The last HTTP error status of the handshake (what a failed start-up reports)."""
+        self.serving = False
         self.rejections = 0
 
     async def on_response(self, response: httpx2.Response) -> None:
         if response.status_code < 400:
             return
-        self.last_error_status = response.status_code
+        if not self.serving:
+            self.last_error_status = response.status_code
         has_session = SESSION_HEADER in response.request.headers
         if has_session and response.status_code == 404:
             self.rejections += 1
@@ -654,6 +673,8 @@ class _StderrTail:
     def __init__(self, server: str) -> None:
         self.server = server
         self.lines: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
+        self.on_exit: Callable[[], None] | None = None
+        """Called when stderr ends: the process has exited (its copy of the pipe is closed)."""
         read_fd, write_fd = os.pipe()
         self.writer: TextIO = os.fdopen(write_fd, "w")
         self._reader_file = os.fdopen(read_fd, "rb", buffering=0)
@@ -672,6 +693,8 @@ class _StderrTail:
             except ValueError:  # one line longer than the reader's limit
                 raw = await reader.read(2**16)
             if not raw:
+                if self.on_exit is not None:
+                    self.on_exit()
                 return
             line = raw.decode("utf-8", errors="replace").rstrip()
             if line:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -158,6 +160,21 @@ async def test_a_crashed_server_is_restarted_at_once_without_any_call(
     await box.wait_up()
     assert "test.echo" in await box.catalogue()
     assert await box.call("test.pid", {}) != before
+
+
+async def test_a_server_that_dies_while_idle_is_noticed_and_restarted_without_any_call(
+    start: Start,
+) -> None:
+    box = await start(config(test=stdio_entry()), backoff=NEVER_ON_ITS_OWN)
+    await box.wait_up()
+    before = int(await box.call("test.pid", {}))
+
+    os.kill(before, signal.SIGKILL)
+    await box.wait_down("test")
+    assert box.servers["test"] == "connection lost (its process exited)"
+    await box.wait_up()
+
+    assert int(await box.call("test.pid", {})) != before
 
 
 async def test_calls_lost_in_a_crash_are_retried_by_the_engine_with_the_same_key(
