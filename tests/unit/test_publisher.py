@@ -14,6 +14,7 @@ import pytest
 
 from bot.blocks import CANCEL_ACTION, MAX_MESSAGE_TEXT, RETRY_ACTION
 from bot.publisher import PLANNING_STATUS, SlackPublisher
+from bot.rate_budget import RateBudget
 from bot.slack_client import make_client
 from scheduler.dag.engine import Engine, EngineConfig
 from scheduler.dag.executors import Executor, Planner, PlanRequest, TaskContext
@@ -22,16 +23,25 @@ from scheduler.dag.retry import RetryPolicy
 from scheduler.errors import PlanningFailed, TaskError
 from storage.records import RunStatus
 from storage.sqlite import SqliteStore
-from tests.fakes.slack_api import FakeMessage, FakeSlack, SlackCall, fake_slack_server
+from tests.fakes.slack_api import (
+    FakeClock,
+    FakeMessage,
+    FakeSlack,
+    SlackCall,
+    fake_slack_server,
+)
 
 CHANNEL = "C0PLANS"
 ALICE = "U0ALICE"
 MIN_INTERVAL = 0.02
+# Slack's minute runs in a second here, for the fake and for the bot's budget alike: the rate
+# tiers stay on, only shorter.
+SPEED = 60.0
 
 
 @pytest.fixture
 async def slack() -> AsyncIterator[FakeSlack]:
-    async with fake_slack_server() as server:
+    async with fake_slack_server(clock=FakeClock(speed=SPEED)) as server:
         yield server
 
 
@@ -147,7 +157,8 @@ async def running(
         planner=planner,
         config=EngineConfig(max_concurrency=64, retry=RetryPolicy(max_attempts=1)),
     )
-    client = make_client(slack.bot_token, slack.base_url, rate_limit_retries=1)
+    budget = RateBudget(speed=slack.clock.speed)
+    client = make_client(slack.bot_token, slack.base_url, rate_limit_retries=1, budget=budget)
     publisher = SlackPublisher(client, engine, min_interval=min_interval)
     await publisher.start()
     await engine.resume_all()
@@ -157,6 +168,7 @@ async def running(
         await engine.close()
         await publisher.aclose()
         await store.close()
+    assert slack.tier_limited == 0, "the budget let a call exceed Slack's rate tiers"
 
 
 def event_type(call_or_message: SlackCall | FakeMessage) -> str | None:
