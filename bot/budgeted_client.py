@@ -42,9 +42,7 @@ class BudgetedWebClient(AsyncWebClient):
         """The budget's key for this client's workspace."""
         return self.token or ""
 
-    async def api_call(  # type: ignore[override]
-        self, api_method: str, **kwargs: Any
-    ) -> AsyncSlackResponse:
+    async def api_call(self, api_method: str, **kwargs: Any) -> AsyncSlackResponse:
         channel = _channel_of(kwargs)
         await self.budget.acquire(self.workspace, api_method, channel=channel, urgent=_urgent.get())
         return await super().api_call(api_method, **kwargs)

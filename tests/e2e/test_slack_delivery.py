@@ -149,6 +149,6 @@ async def test_a_429_storm_on_chat_update_still_lands_the_final_state(bot: Slack
     assert run.status is RunStatus.SUCCEEDED
     assert len(bot.slack.calls_to("chat.update", ok=False)) == 8
     assert bot.slack.calls_to("chat.update", ok=True)
-    plan = bot.plan_message(run)
+    plan = await bot.plan_message(run)
     assert plan.text.count("[succeeded]") == 4
     assert len(bot.messages_containing(CHANNEL, delivery.ts, "Paris has rain")) == 1
