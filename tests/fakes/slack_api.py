@@ -99,6 +99,8 @@ class SlackCall:
     ok: bool = True
     error: str | None = None
     response: dict[str, Any] = field(default_factory=dict)
+    at: float = field(default_factory=time.time)
+    """Wall-clock time the answer was ready (benchmarks measure latency with it)."""
 
     @property
     def blocks(self) -> list[dict[str, Any]]:
