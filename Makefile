@@ -29,3 +29,4 @@ bench: install
 	$(BIN)/python -m benchmarks.makespan
 	$(BIN)/python -m benchmarks.overhead
 	$(BIN)/python -m benchmarks.mcp_startup
+	$(BIN)/python -m benchmarks.slack_latency
