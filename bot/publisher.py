@@ -434,19 +434,18 @@ class SlackPublisher:
     # -- helpers -----------------------------------------------------------------------------
 
     async def _set_meta(self, state: _RunState, patch: dict[str, Any]) -> None:
-        record = await self._engine.store.update_meta(state.run_id, patch)
-        state.meta = dict(record.meta)
+        run = await self._engine.update_meta(state.run_id, patch)
+        state.meta = dict(run.meta)
 
     def _is_classic(self, state: _RunState, target: SlackTarget) -> bool:
         return state.meta.get("plan_style") == "classic" or target.team_id in self._classic_teams
 
     async def _terminal_seq(self, run_id: str) -> int | None:
-        events = await self._engine.store.events(run_id)
-        return next((e.seq for e in reversed(events) if e.kind in _TERMINAL), None)
+        event = await self._engine.last_event(run_id, _TERMINAL)
+        return event.seq if event is not None else None
 
     async def _scan_unlanded(self) -> None:
-        for record in await self._engine.store.recent_runs(limit=SCAN_LIMIT):
-            run = Run.from_record(record)
+        for run in await self._engine.recent_runs(limit=SCAN_LIMIT):
             target = SlackTarget.of(run)
             if target is None:
                 continue
@@ -465,8 +464,8 @@ class SlackPublisher:
         A Slack error is logged, not raised.
         """
         try:
-            records = await self._engine.store.recent_runs(requester=user_id, limit=20)
-            view = home_view([Run.from_record(r) for r in records])
+            runs = await self._engine.recent_runs(requester=user_id, limit=20)
+            view = home_view(runs)
             await self._client.views_publish(user_id=user_id, view=view)
         except (SlackApiError, SlackClientError) as error:
             log.warning("App Home of %s not refreshed: %s", user_id, error_code(error))

@@ -72,16 +72,14 @@ UPDATE runs SET status = :status, error = COALESCE(:error, error), updated_at = 
 WHERE id = :run_id;
 
 -- name: update_task
+-- The flags come from domain.vocabulary.task_effect: the state machine is written there once.
 UPDATE tasks SET
     status      = :status,
     attempts    = attempts + :attempt_increment,
-    started_at  = CASE WHEN :status = 'running' THEN :at ELSE started_at END,
-    finished_at = CASE WHEN :status IN ('succeeded', 'failed', 'skipped', 'cancelled')
-                       THEN :at ELSE NULL END,
-    output      = CASE WHEN :status IN ('pending', 'running') THEN NULL
-                       ELSE COALESCE(:output, output) END,
-    error       = CASE WHEN :status IN ('pending', 'running', 'succeeded') THEN NULL
-                       ELSE COALESCE(:error, error) END
+    started_at  = CASE WHEN :stamps_start THEN :at ELSE started_at END,
+    finished_at = CASE WHEN :stamps_finish THEN :at ELSE NULL END,
+    output      = CASE WHEN :keeps_output THEN COALESCE(:output, output) ELSE NULL END,
+    error       = CASE WHEN :keeps_error THEN COALESCE(:error, error) ELSE NULL END
 WHERE run_id = :run_id AND id = :task_id;
 
 -- name: insert_event
@@ -118,6 +116,11 @@ SELECT * FROM runs WHERE substr(id, 1, length(:prefix)) = :prefix ORDER BY creat
 
 -- name: select_events
 SELECT * FROM events WHERE run_id = :run_id ORDER BY seq;
+
+-- name: select_last_event
+SELECT * FROM events
+WHERE run_id = :run_id AND kind IN (SELECT value FROM json_each(:kinds))
+ORDER BY seq DESC LIMIT 1;
 
 -- name: insert_inbox
 -- Returns a row only when the id is new (an ignored insert returns nothing).

@@ -13,13 +13,14 @@ import json
 import sqlite3
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any, TypeVar, overload
 from urllib.parse import urlparse
 
 import aiosqlite
 
+from domain.vocabulary import task_effect
 from storage.errors import StorageError, UnsupportedDatabaseURL
 from storage.opening import check_header, connect, migrate
 from storage.records import (
@@ -269,6 +270,7 @@ class SqliteStore:
                 "output": t.output,
                 "error": t.error,
                 "at": at,
+                **_effect_flags(t.task_status),
             }
             for t, at, _ in batch
             if t.task_status is not None
@@ -376,17 +378,14 @@ class SqliteStore:
 
     async def events(self, run_id: str) -> list[Event]:
         rows = await self._fetchall(query("select_events"), {"run_id": run_id})
-        return [
-            Event(
-                seq=row["seq"],
-                run_id=row["run_id"],
-                kind=EventKind(row["kind"]),
-                at=row["at"],
-                task_id=row["task_id"],
-                data=json.loads(row["data_json"]) if row["data_json"] else None,
-            )
-            for row in rows
-        ]
+        return [_event_from_row(row) for row in rows]
+
+    async def last_event(self, run_id: str, kinds: Collection[EventKind]) -> Event | None:
+        row = await self._fetchone(
+            query("select_last_event"),
+            {"run_id": run_id, "kinds": json.dumps([kind.value for kind in kinds])},
+        )
+        return _event_from_row(row) if row is not None else None
 
     async def usage(self, run_id: str) -> list[UsageTotal]:
         rows = await self._fetchall(query("select_usage"), {"run_id": run_id})
@@ -403,6 +402,16 @@ class SqliteStore:
 
 
 # -- statements and rows <-> records ----------------------------------------------------------
+
+
+def _effect_flags(status: TaskStatus) -> dict[str, bool]:
+    effect = task_effect(status)
+    return {
+        "stamps_start": effect.stamps_start,
+        "stamps_finish": effect.stamps_finish,
+        "keeps_output": effect.keeps_output,
+        "keeps_error": effect.keeps_error,
+    }
 
 
 def _statement(sql: str, params: dict[str, Any]) -> Work[None]:
@@ -448,6 +457,17 @@ def _event(seq: int, transition: Transition, at: float) -> Event:
         at=at,
         task_id=transition.task_id,
         data=_event_data(transition),
+    )
+
+
+def _event_from_row(row: sqlite3.Row) -> Event:
+    return Event(
+        seq=row["seq"],
+        run_id=row["run_id"],
+        kind=EventKind(row["kind"]),
+        at=row["at"],
+        task_id=row["task_id"],
+        data=json.loads(row["data_json"]) if row["data_json"] else None,
     )
 
 

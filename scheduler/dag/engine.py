@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TypeVar, overload
 
+from domain.vocabulary import Event, EventKind, RunStatus, TaskStatus, Transition
 from scheduler.dag.bus import EventBus
 from scheduler.dag.execution import Execution, task_states
 from scheduler.dag.executors import (
@@ -27,15 +28,7 @@ from scheduler.dag.retry import RetryPolicy
 from scheduler.dag.state import Run, RunView, TaskState
 from scheduler.dag.validation import DEFAULT_MAX_TASKS, validate_plan
 from scheduler.errors import PlanInvalid, PlanningFailed, RunNotFound
-from storage.records import (
-    Event,
-    EventKind,
-    NewRun,
-    RunStatus,
-    TaskStatus,
-    Transition,
-    UsageRecord,
-)
+from storage.records import NewRun, UsageRecord, UsageTotal
 from storage.store import Store
 
 log = logging.getLogger("dagbot.engine")
@@ -212,6 +205,48 @@ class Engine:
 
     def is_active(self, run_id: str) -> bool:
         return run_id in self._drivers
+
+    # -- reads and front-end bookkeeping (front ends reach storage only through these) ---------
+
+    async def get_run(self, run_id: str) -> Run | None:
+        """The run as stored, or None."""
+        record = await self.store.get_run(run_id)
+        return Run.from_record(record) if record is not None else None
+
+    async def find_run(self, id_or_prefix: str) -> Run | None:
+        """A run by id or unambiguous id prefix (what `runs <prefix>` and cancel accept)."""
+        record = await self.store.find_run(id_or_prefix) if id_or_prefix else None
+        return Run.from_record(record) if record is not None else None
+
+    async def recent_runs(self, *, requester: str | None = None, limit: int = 20) -> list[Run]:
+        """The newest runs first, of one requester or of everyone."""
+        records = await self.store.recent_runs(requester=requester, limit=limit)
+        return [Run.from_record(record) for record in records]
+
+    async def latest_run_in_thread(self, thread_key: str) -> Run | None:
+        """The newest run started in a thread (a follow-up mention continues it)."""
+        record = await self.store.latest_run_in_thread(thread_key)
+        return Run.from_record(record) if record is not None else None
+
+    async def events(self, run_id: str) -> list[Event]:
+        """The run's committed events in order."""
+        return await self.store.events(run_id)
+
+    async def last_event(self, run_id: str, kinds: Collection[EventKind]) -> Event | None:
+        """The run's latest committed event of one of `kinds`, or None."""
+        return await self.store.last_event(run_id, kinds)
+
+    async def usage(self, run_id: str) -> list[UsageTotal]:
+        """LLM token usage of the run, per task and model."""
+        return await self.store.usage(run_id)
+
+    async def claim_delivery(self, delivery_id: str) -> bool:
+        """True the first time an external event id is seen, False on every redelivery."""
+        return await self.store.claim_delivery(delivery_id)
+
+    async def update_meta(self, run_id: str, patch: dict[str, object]) -> Run:
+        """Merge `patch` into the run's front-end metadata (None deletes a key); the run after."""
+        return Run.from_record(await self.store.update_meta(run_id, dict(patch)))
 
     async def view(self, run_id: str) -> RunView:
         record = await self.store.get_run(run_id)

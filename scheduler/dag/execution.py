@@ -12,6 +12,14 @@ import time
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
+from domain.vocabulary import (
+    Event,
+    EventKind,
+    TaskFields,
+    TaskStatus,
+    Transition,
+    apply_task_transition,
+)
 from scheduler.dag.executors import Executor, TaskContext, UsageSink
 from scheduler.dag.graph import critical_path_priorities
 from scheduler.dag.plan import Plan, PlanTask, TaskKind
@@ -19,7 +27,7 @@ from scheduler.dag.refs import references_in, substitute
 from scheduler.dag.retry import RetryPolicy, retry_delay
 from scheduler.dag.state import Run, TaskState
 from scheduler.errors import TaskError
-from storage.records import Event, EventKind, TaskRecord, TaskStatus, Transition
+from storage.records import TaskRecord
 from storage.store import Store
 
 CRASH_RESTARTS = 2
@@ -302,18 +310,32 @@ class Execution:
         write.add_done_callback(self._committed)
         if status is not None:
             state = self.states[task_id]
-            now = time.time()
+            after = apply_task_transition(
+                TaskFields(
+                    status=state.status,
+                    attempts=state.attempts,
+                    started_at=state.started_at,
+                    finished_at=state.finished_at,
+                    output=state.output,
+                    error=state.error,
+                ),
+                status,
+                at=time.time(),
+                output=output,
+                error=error,
+                new_attempt=new_attempt,
+            )
             # Built directly: dataclasses.replace() costs several times more, twice per task.
             self.states[task_id] = TaskState(
                 run_id=state.run_id,
                 spec=state.spec,
                 position=state.position,
-                status=status,
-                attempts=state.attempts + (1 if new_attempt else 0),
-                started_at=now if status is TaskStatus.RUNNING else state.started_at,
-                finished_at=now if status.finished else None,
-                output=output if status is TaskStatus.SUCCEEDED else None,
-                error=error,
+                status=after.status,
+                attempts=after.attempts,
+                started_at=after.started_at,
+                finished_at=after.finished_at,
+                output=after.output,
+                error=after.error,
             )
         return write
 

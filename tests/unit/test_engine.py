@@ -902,3 +902,38 @@ async def test_a_crash_interrupted_task_runs_again_even_with_no_retries(
     view = await engine.view(run_id)
     assert echo.order == ["t1", "s"]
     assert view.run.status is RunStatus.SUCCEEDED
+
+
+# -- the read API front ends use ----------------------------------------------------------------
+
+
+async def test_the_read_api_gives_domain_runs(make_engine: MakeEngine) -> None:
+    engine = await make_engine(Echo())
+    first = await engine.submit(
+        "first", plan=chain_plan(2), requester="U1", thread_key="T1", meta={"k": 1}
+    )
+    await engine.wait(first.id)
+    second = await engine.submit("second", plan=chain_plan(2), requester="U2", thread_key="T1")
+    await engine.wait(second.id)
+
+    found = await engine.get_run(first.id)
+    assert found is not None and found.plan is not None and found.goal == "first"
+    assert await engine.get_run("nope") is None
+    assert (await engine.find_run(first.id[:6])) == found
+    assert await engine.find_run("") is None
+    assert [r.id for r in await engine.recent_runs()] == [second.id, first.id]
+    assert [r.id for r in await engine.recent_runs(requester="U1")] == [first.id]
+    latest = await engine.latest_run_in_thread("T1")
+    assert latest is not None and latest.id == second.id
+    assert await engine.claim_delivery("E1") is True
+    assert await engine.claim_delivery("E1") is False
+    updated = await engine.update_meta(first.id, {"k": None, "ts": "1.2"})
+    assert updated.meta == {"ts": "1.2"}
+    events = await engine.events(first.id)
+    assert events[-1].kind is EventKind.RUN_FINISHED
+    last = await engine.last_event(first.id, {EventKind.RUN_FINISHED, EventKind.RUN_CANCELLED})
+    assert last == events[-1]
+    started = await engine.last_event(first.id, [EventKind.TASK_STARTED])
+    assert started == [e for e in events if e.kind is EventKind.TASK_STARTED][-1]
+    assert await engine.last_event(first.id, [EventKind.RUN_CANCELLED]) is None
+    assert await engine.usage(first.id) == []
