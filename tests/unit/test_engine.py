@@ -917,14 +917,17 @@ async def test_the_read_api_gives_domain_runs(make_engine: MakeEngine) -> None:
     await engine.wait(second.id)
 
     found = await engine.get_run(first.id)
-    assert found is not None and found.plan is not None and found.goal == "first"
+    assert found is not None
+    assert found.plan is not None
+    assert found.goal == "first"
     assert await engine.get_run("nope") is None
     assert (await engine.find_run(first.id[:6])) == found
     assert await engine.find_run("") is None
     assert [r.id for r in await engine.recent_runs()] == [second.id, first.id]
     assert [r.id for r in await engine.recent_runs(requester="U1")] == [first.id]
     latest = await engine.latest_run_in_thread("T1")
-    assert latest is not None and latest.id == second.id
+    assert latest is not None
+    assert latest.id == second.id
     assert await engine.claim_delivery("E1") is True
     assert await engine.claim_delivery("E1") is False
     updated = await engine.update_meta(first.id, {"k": None, "ts": "1.2"})
