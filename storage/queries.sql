@@ -55,6 +55,14 @@ CREATE TABLE usage (
 );
 CREATE INDEX usage_run ON usage (run_id);
 
+-- name: migration_2
+-- Indexes for every query whose cost would otherwise grow with history (see the query plans
+-- checked in tests/unit/test_store_indexes.py).
+CREATE INDEX tasks_position ON tasks (run_id, position);
+CREATE INDEX tasks_finished ON tasks (status, finished_at);
+CREATE INDEX runs_created ON runs (created_at);
+CREATE INDEX inbox_received ON inbox (received_at);
+
 -- name: insert_run
 INSERT INTO runs (id, goal, status, requester, thread_key, parent_run_id, meta_json,
                   created_at, updated_at)
@@ -104,15 +112,25 @@ SELECT * FROM tasks WHERE run_id = :run_id ORDER BY position;
 SELECT id FROM runs WHERE status IN ('planning', 'running') ORDER BY created_at;
 
 -- name: select_recent_runs
-SELECT * FROM runs
-WHERE (:requester IS NULL OR requester = :requester)
+SELECT * FROM runs ORDER BY created_at DESC, rowid DESC LIMIT :limit;
+
+-- name: select_recent_runs_of
+SELECT * FROM runs WHERE requester = :requester
 ORDER BY created_at DESC, rowid DESC LIMIT :limit;
 
 -- name: select_latest_run_in_thread
 SELECT * FROM runs WHERE thread_key = :thread_key ORDER BY created_at DESC, rowid DESC LIMIT 1;
 
 -- name: select_runs_by_prefix
-SELECT * FROM runs WHERE substr(id, 1, length(:prefix)) = :prefix ORDER BY created_at DESC LIMIT 2;
+-- A range on the primary key: [prefix, prefix + U+10FFFF) holds exactly the ids it begins.
+-- Two rows are enough to tell an unambiguous prefix from an ambiguous one.
+SELECT * FROM runs WHERE id >= :prefix AND id < :prefix_end LIMIT 2;
+
+-- name: select_recent_tool_durations
+SELECT json_extract(spec_json, '$.tool') AS tool, finished_at - started_at AS seconds
+FROM tasks
+WHERE status = 'succeeded' AND started_at IS NOT NULL
+ORDER BY finished_at DESC LIMIT :limit;
 
 -- name: select_events
 SELECT * FROM events WHERE run_id = :run_id ORDER BY seq;

@@ -100,6 +100,11 @@ class Store(Protocol):
         """The run's latest committed event whose kind is one of `kinds`, or None (by index)."""
         ...
 
+    async def recent_tool_durations(self, limit: int) -> list[tuple[str, float]]:
+        """(tool, seconds) of the last successful attempt of the most recently finished tool
+        tasks, newest first, at most `limit` (by index): what learned durations start from."""
+        ...
+
     async def claim_delivery(self, event_id: str) -> bool:
         """True the first time an external event id is seen, False on every redelivery.
 

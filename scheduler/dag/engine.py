@@ -10,11 +10,11 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import TypeVar, overload
 
 from domain.vocabulary import Event, EventKind, RunStatus, TaskStatus, Transition
 from scheduler.dag.bus import EventBus
+from scheduler.dag.durations import KIND_WEIGHT, LearnedDurations, estimate_by_kind
 from scheduler.dag.execution import Execution, task_states
 from scheduler.dag.executors import (
     Executor,
@@ -25,6 +25,7 @@ from scheduler.dag.executors import (
 )
 from scheduler.dag.plan import Plan, PlanTask, TaskKind
 from scheduler.dag.retry import RetryPolicy
+from scheduler.dag.slots import SlotPolicy, SlotPool
 from scheduler.dag.state import Run, RunView, TaskState
 from scheduler.dag.validation import DEFAULT_MAX_TASKS, validate_plan
 from scheduler.errors import PlanInvalid, PlanningFailed, RunNotFound
@@ -35,16 +36,12 @@ log = logging.getLogger("dagbot.engine")
 
 Estimator = Callable[[PlanTask], float]
 
-KIND_WEIGHT: Mapping[TaskKind, float] = MappingProxyType(
-    {TaskKind.TOOL: 1.0, TaskKind.LLM: 3.0, TaskKind.SUMMARY: 3.0}
-)
+__all__ = ["KIND_WEIGHT", "Engine", "EngineConfig", "Estimator", "estimate_by_kind"]
+
 HISTORY_DEPTH = 5
+LEARNED_SAMPLES = 500
+"""Successful tool tasks read back at start-up to learn durations from (newest first)."""
 _T = TypeVar("_T")
-
-
-def estimate_by_kind(task: PlanTask) -> float:
-    """Relative cost of a task before it has run: LLM calls are slower than most tool calls."""
-    return KIND_WEIGHT[task.kind]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -56,6 +53,8 @@ class EngineConfig:
     task_timeout: float = 300.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     max_tasks: int = DEFAULT_MAX_TASKS
+    slot_policy: SlotPolicy = SlotPolicy.EARLIEST_RUN
+    """Who gets a free process-wide slot: the earliest run's ready tasks, or first come."""
 
 
 class Engine:
@@ -67,15 +66,20 @@ class Engine:
         planner: Planner | None = None,
         config: EngineConfig | None = None,
         bus: EventBus | None = None,
-        estimate: Estimator = estimate_by_kind,
+        estimate: Estimator | None = None,
     ) -> None:
+        """`estimate` gives a task's expected cost for critical-path priorities; by default,
+        per-tool durations learned from the store's history, else weights by kind."""
         self.store = store
         self.bus = bus or EventBus()
         self.config = config or EngineConfig()
         self._executors = dict(executors)
         self._planner = planner
-        self._estimate = estimate
-        self._slots = asyncio.Semaphore(self.config.max_total_concurrency)
+        self.durations = LearnedDurations()
+        self._estimate = estimate or self.durations.estimate
+        self._learned = False
+        self.slots = SlotPool(self.config.max_total_concurrency, self.config.slot_policy)
+        """The process-wide task slots, shared by every run."""
         self._drivers: dict[str, asyncio.Task[None]] = {}
         self._cancelling: set[str] = set()
 
@@ -328,18 +332,20 @@ class Engine:
                 ]
             else:
                 tasks = task_states(run.plan, await self.store.get_tasks(run_id))
+            await self._learn_from_history()
             execution = Execution(
                 run=run,
                 tasks=tasks,
                 store=self.store,
                 executors=self._executors,
-                slots=self._slots,
+                slots=self.slots,
                 limit=self.config.max_concurrency,
                 timeout=self.config.task_timeout,
                 retry=self.config.retry,
                 estimate=self._estimate,
                 usage_sink=self._usage_sink,
                 publish=self._publish,
+                learn=self.durations.observe,
             )
             await execution.run()
             await self._record_finished(run_id, list(execution.states.values()))
@@ -349,6 +355,12 @@ class Engine:
             raise
         finally:
             self._cancelling.discard(run_id)
+
+    async def _learn_from_history(self) -> None:
+        if self._learned:
+            return
+        self._learned = True
+        self.durations.load(await self.store.recent_tool_durations(LEARNED_SAMPLES))
 
     async def _record_cancelled(self, run_id: str) -> None:
         # Every transition the run queued has landed (Execution.run waits for them on its way

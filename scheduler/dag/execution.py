@@ -1,7 +1,7 @@
 """One run while it executes: readiness, priorities, limits, attempts and transitions.
 
-Event-driven: a task starts the moment its last dependency settles, from inside that
-dependency's own coroutine; nothing polls.
+Event-driven: a task starts the moment its last dependency settles (and a slot is granted),
+from inside the coroutine that settled it or freed the slot; nothing polls.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from scheduler.dag.graph import critical_path_priorities
 from scheduler.dag.plan import Plan, PlanTask, TaskKind
 from scheduler.dag.refs import references_in, substitute
 from scheduler.dag.retry import RetryPolicy, retry_delay
+from scheduler.dag.slots import SlotPool
 from scheduler.dag.state import Run, TaskState
 from scheduler.errors import TaskError
 from storage.records import TaskRecord
@@ -39,10 +40,11 @@ class Execution:
 
     A transition is applied here at once and queued for commit; whoever must not go on before
     it is durable awaits it (a task's executor starts only once its start is committed). The
-    store commits in the order transitions are queued, so when a finished task frees its slot
-    and releases its dependants, their starts share a commit with its outcome: one commit per
-    step of the graph instead of two, and no dependant can start on an outcome that may still
-    be lost.
+    store commits in the order transitions are queued. When a task finishes, its outcome is
+    queued, its dependants become ready, and the slot it frees is granted (slots.py) in the
+    same synchronous stretch, where the granted task's start is queued too: the outcome and the
+    starts it releases share one commit, and no dependant can start on an outcome that may
+    still be lost.
     """
 
     def __init__(
@@ -52,13 +54,14 @@ class Execution:
         tasks: list[TaskState],
         store: Store,
         executors: Mapping[TaskKind, Executor],
-        slots: asyncio.Semaphore,
+        slots: SlotPool,
         limit: int,
         timeout: float,
         retry: RetryPolicy,
         estimate: Callable[[PlanTask], float],
         usage_sink: Callable[[str, str | None], UsageSink],
         publish: Callable[[Event], None],
+        learn: Callable[[PlanTask, float], None] | None = None,
     ) -> None:
         self.store = store
         self.executors = executors
@@ -70,7 +73,9 @@ class Execution:
         self.retry = retry
         self.usage_sink = usage_sink
         self.publish = publish
+        self.learn = learn
         self.run_id = run.id
+        self.order = (run.created_at, run.id)
         self.goal = run.goal
         self.states: dict[str, TaskState] = {t.id: t for t in tasks}
         self.results = MappingProxyType(self.states)
@@ -88,6 +93,10 @@ class Execution:
         self.waiting: dict[str, int] = {}
         self.ready: list[tuple[float, int, str]] = []
         self.slots_used = 0
+        self.tickets = 0
+        """Slots asked of the pool and not yet granted."""
+        self.closed = False
+        """Set once the run is being left: a slot granted then is passed on."""
         self.alive = 0
         self.idle = asyncio.Event()
         self.group: asyncio.TaskGroup | None = None
@@ -101,10 +110,12 @@ class Execution:
             async with asyncio.TaskGroup() as group:
                 self.group = group
                 self._fill()
-                if self.alive == 0:
+                if self.alive == 0 and not self.ready:
                     self.idle.set()
                 await self.idle.wait()
+                self.closed = True
         finally:
+            self.closed = True
             # Cancelled or not, let every queued transition land before the run is left: a
             # cancellation is recorded from what the store holds.
             if self.writes:
@@ -145,32 +156,76 @@ class Execution:
         )
 
     def _fill(self) -> None:
-        assert self.group is not None
-        while self.ready and self.slots_used < self.limit:
-            _, _, task_id = heapq.heappop(self.ready)
-            self.slots_used += 1
-            self.alive += 1
-            self.group.create_task(self._task_main(task_id), name=f"{self.run_id}/{task_id}")
+        """Ask the pool for a slot per ready task this run may still start."""
+        while not self.closed and self.tickets < min(len(self.ready), self.limit - self.slots_used):
+            self.tickets += 1
+            self.slots.request(self)
 
-    async def _task_main(self, task_id: str) -> None:
+    def take_slot(self) -> bool:
+        """Start the best ready task in a slot the pool just granted (see slots.Claimant)."""
+        self.tickets -= 1
+        if self.closed or not self.ready or self.slots_used >= self.limit:
+            return False
+        assert self.group is not None
+        _, _, task_id = heapq.heappop(self.ready)
+        self.slots_used += 1
+        self.alive += 1
+        given_up = self.interrupted.get(task_id, 0) >= self.retry.max_attempts + CRASH_RESTARTS
+        # Queued now, in the stretch that freed the slot: it shares that outcome's commit.
+        start = None if given_up else self._start(task_id)
+        self.group.create_task(self._task_main(task_id, start), name=f"{self.run_id}/{task_id}")
+        return True
+
+    def _start(self, task_id: str) -> asyncio.Future[Event]:
+        return self._transition(
+            task_id, EventKind.TASK_STARTED, TaskStatus.RUNNING, new_attempt=True
+        )
+
+    async def _task_main(self, task_id: str, start: asyncio.Future[Event] | None) -> None:
+        holding = True
         try:
-            async with self.slots:
-                outcome = await self._attempts(task_id)
-            self.slots_used -= 1
+            outcome = await self._attempts(task_id, start)
+            self._observe(task_id)
             announced = [outcome]
             self._settle(task_id, announced)
+            self.slots_used -= 1
+            holding = False
+            # Ask for this run's newly ready tasks first, then free the slot: the pool gives it
+            # to whichever ticket the policy puts first, and that start joins this commit.
             self._fill()
+            self.slots.release()
             for write in announced:
                 await asyncio.shield(write)  # surfaces a storage failure
+        except BaseException:
+            self.closed = True  # the run is being left: no slot may start more of it
+            raise
         finally:
+            if holding:
+                self.slots_used -= 1
+                self.slots.release()
             self.alive -= 1
             if self.alive == 0 and not self.ready:
                 self.idle.set()
 
-    async def _attempts(self, task_id: str) -> asyncio.Future[Event]:
-        """Run the task until it succeeds or may not be retried; returns its queued outcome."""
+    def _observe(self, task_id: str) -> None:
+        state = self.states[task_id]
+        if (
+            self.learn is not None
+            and state.status is TaskStatus.SUCCEEDED
+            and state.started_at is not None
+            and state.finished_at is not None
+        ):
+            self.learn(state.spec, state.finished_at - state.started_at)
+
+    async def _attempts(
+        self, task_id: str, start: asyncio.Future[Event] | None
+    ) -> asyncio.Future[Event]:
+        """Run the task until it succeeds or may not be retried; returns its queued outcome.
+
+        `start` is its first start, already queued (None when the task is given up on).
+        """
         attempt = self.interrupted.pop(task_id, 0)
-        if attempt >= self.retry.max_attempts + CRASH_RESTARTS:
+        if start is None:
             return self._transition(
                 task_id,
                 EventKind.TASK_FAILED,
@@ -184,11 +239,8 @@ class Execution:
             attempt += 1
             # The executor starts only once the start is durable: a task found running after a
             # crash has really been started, and its attempt counted.
-            await asyncio.shield(
-                self._transition(
-                    task_id, EventKind.TASK_STARTED, TaskStatus.RUNNING, new_attempt=True
-                )
-            )
+            await asyncio.shield(start if start is not None else self._start(task_id))
+            start = None
             state = self.states[task_id]
             context = TaskContext(
                 run_id=self.run_id,
