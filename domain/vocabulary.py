@@ -100,14 +100,21 @@ class TaskEffect:
     """The error given (or else the one recorded) is kept; otherwise it is cleared."""
 
 
-def task_effect(status: TaskStatus) -> TaskEffect:
-    """The one definition of how a task's fields follow its status."""
+def _effect(status: TaskStatus) -> TaskEffect:
     return TaskEffect(
         stamps_start=status is TaskStatus.RUNNING,
         stamps_finish=status.finished,
         keeps_output=status.finished,
         keeps_error=status.finished and status is not TaskStatus.SUCCEEDED,
     )
+
+
+_EFFECTS = {status: _effect(status) for status in TaskStatus}
+
+
+def task_effect(status: TaskStatus) -> TaskEffect:
+    """The one definition of how a task's fields follow its status (worked out once each)."""
+    return _EFFECTS[status]
 
 
 @dataclass(frozen=True, kw_only=True)

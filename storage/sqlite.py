@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import sqlite3
 import time
 import uuid
@@ -22,7 +23,8 @@ from urllib.parse import urlparse
 import aiosqlite
 
 from domain.vocabulary import task_effect
-from storage.errors import StorageError, UnsupportedDatabaseURL
+from storage.errors import DatabaseReplaced, StorageError, StorageFull, UnsupportedDatabaseURL
+from storage.faults import FaultPolicy, FileIdentity, backoff, is_write_fault
 from storage.opening import (
     check_header,
     connect,
@@ -46,6 +48,7 @@ from storage.records import (
 from storage.sql import query
 
 INBOX_RETENTION_SECONDS = 7 * 24 * 3600
+log = logging.getLogger("dagbot.storage")
 
 _T = TypeVar("_T")
 _Pending = tuple[Transition, float, "asyncio.Future[Event]"]
@@ -73,8 +76,20 @@ async def open_store(database_url: str) -> SqliteStore:
 
 
 class SqliteStore:
-    def __init__(self, writer: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
+    def __init__(
+        self,
+        writer: aiosqlite.Connection,
+        reader: aiosqlite.Connection,
+        *,
+        identity: FileIdentity | None = None,
+        faults: FaultPolicy | None = None,
+    ) -> None:
         self._writer = writer
+        self._identity = identity
+        self.faults = faults or FaultPolicy()
+        self._broken: DatabaseReplaced | None = None
+        self.paused = asyncio.Event()
+        """Set while writes wait out a full disk or failed writes (every run waits with them)."""
         self._reader = reader
         self._write_lock = asyncio.Lock()
         # An in-memory database has one connection for both: a read then waits for the write
@@ -89,7 +104,7 @@ class SqliteStore:
         """Write transactions committed by this store (tests and benchmarks count them)."""
 
     @classmethod
-    async def open(cls, path: str) -> SqliteStore:
+    async def open(cls, path: str, *, faults: FaultPolicy | None = None) -> SqliteStore:
         memory = path == ":memory:"
         unclean = False
         if not memory:
@@ -102,7 +117,8 @@ class SqliteStore:
             await migrate(writer, path, integrity_check=unclean)
             # An in-memory database exists only for its own connection: read through it too.
             reader = writer if memory else await connect(path)
-            store = cls(writer, reader)
+            identity = None if memory else FileIdentity.of(Path(path))
+            store = cls(writer, reader, identity=identity, faults=faults)
             before = time.time() - INBOX_RETENTION_SECONDS
             await store._write(_statement(query("prune_inbox"), {"before": before}))
         except BaseException:
@@ -130,12 +146,39 @@ class SqliteStore:
         cannot interrupt it half way, and the next transaction is queued behind it.
         """
         async with self._write_lock:
-            try:
-                result = await in_thread(self._writer, partial(_atomically, work))
-            except sqlite3.Error as error:
-                raise StorageError(f"the database failed: {error}") from error
-            self.commits += 1
-            return result
+            attempt, started = 0, time.monotonic()
+            while True:
+                if self._broken is not None:
+                    raise self._broken
+                attempt += 1
+                try:
+                    result = await in_thread(
+                        self._writer, partial(_atomically, work, self._identity)
+                    )
+                except DatabaseReplaced as error:
+                    self._broken = error
+                    log.error("%s", error)
+                    raise
+                except sqlite3.Error as error:
+                    if not is_write_fault(error):
+                        raise StorageError(f"the database failed: {error}") from error
+                    delay = backoff(attempt, time.monotonic() - started, self.faults)
+                    if delay is None:
+                        self.paused.clear()
+                        raise StorageFull(
+                            f"dagbot could not write to its database for {self.faults.budget:g} "
+                            f"s ({error}); free disk space and retry the run."
+                        ) from error
+                    if not self.paused.is_set():
+                        log.warning("database write failed (%s): pausing writes, retrying", error)
+                        self.paused.set()
+                    await asyncio.sleep(delay)
+                    continue
+                if self.paused.is_set():
+                    log.warning("database writes work again after %d attempt(s)", attempt)
+                    self.paused.clear()
+                self.commits += 1
+                return result
 
     async def _write(self, work: Work[_T]) -> _T:
         """One write transaction, run to its end even if the caller is cancelled meanwhile."""
@@ -253,11 +296,11 @@ class SqliteStore:
             try:
                 events = await self._write_batch(batch)
             except BaseException as error:
+                # The same kind of error (full, file replaced...) so callers can tell them apart.
+                kind = type(error) if isinstance(error, StorageError) else StorageError
                 for _, _, future in batch:
                     if not future.done():
-                        future.set_exception(
-                            StorageError(f"could not save a state change: {error}")
-                        )
+                        future.set_exception(kind(f"could not save a state change: {error}"))
                 if not isinstance(error, Exception):
                     raise
                 continue
@@ -301,6 +344,20 @@ class SqliteStore:
         # The write lock is held from BEGIN IMMEDIATE on, so the batch's rowids are contiguous.
         first = await self._transaction(work) - len(batch) + 1
         return [_event(seq, t, at) for seq, (t, at, _) in enumerate(batch, start=first)]
+
+    async def limit_size(self, max_pages: int) -> int:
+        """Cap the database at `max_pages` pages for this process (PRAGMA max_page_count).
+
+        Past the cap SQLite fails writes with SQLITE_FULL exactly as on a full disk, which is
+        how the tests exercise that path; returns the cap in effect (never below the file's
+        current size).
+        """
+
+        def cap(db: sqlite3.Connection) -> int:
+            [(pages,)] = db.execute(f"PRAGMA max_page_count = {int(max_pages)}").fetchall()
+            return int(pages)
+
+        return await in_thread(self._writer, cap)
 
     async def update_meta(self, run_id: str, patch: dict[str, Any]) -> RunRecord:
         def work(db: sqlite3.Connection) -> sqlite3.Row:
@@ -435,10 +492,12 @@ def _effect_flags(status: TaskStatus) -> dict[str, bool]:
     }
 
 
-def _atomically(work: Work[_T], db: sqlite3.Connection) -> _T:
+def _atomically(work: Work[_T], identity: FileIdentity | None, db: sqlite3.Connection) -> _T:
     db.execute("BEGIN IMMEDIATE")
     try:
         result = work(db)
+        if identity is not None:
+            identity.check()  # in the write lock's shadow: nothing commits to a stranger's file
         db.execute("COMMIT")
     except BaseException:
         if db.in_transaction:

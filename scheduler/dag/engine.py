@@ -7,7 +7,9 @@ to the store before it is published.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import time
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar, overload
@@ -29,6 +31,7 @@ from scheduler.dag.slots import SlotPolicy, SlotPool
 from scheduler.dag.state import Run, RunView, TaskState
 from scheduler.dag.validation import DEFAULT_MAX_TASKS, validate_plan
 from scheduler.errors import PlanInvalid, PlanningFailed, RunNotFound
+from storage.errors import DatabaseReplaced, StorageError
 from storage.records import NewRun, UsageRecord, UsageTotal
 from storage.store import Store
 
@@ -81,6 +84,11 @@ class Engine:
         self.slots = SlotPool(self.config.max_total_concurrency, self.config.slot_policy)
         """The process-wide task slots, shared by every run."""
         self._drivers: dict[str, asyncio.Task[None]] = {}
+        self._unsaved_failures: dict[str, str] = {}
+        self.storage_failure: StorageError | None = None
+        """The last storage failure that stopped a run."""
+        self.database_lost = asyncio.Event()
+        """Set once the database file was deleted or replaced: the process should stop."""
         self._cancelling: set[str] = set()
 
     # -- public API ------------------------------------------------------------------------------
@@ -257,6 +265,9 @@ class Engine:
         if record is None:
             raise RunNotFound(run_id)
         run = Run.from_record(record)
+        unsaved = self._unsaved_failures.get(run_id)
+        if unsaved is not None and not run.status.finished:
+            run = dataclasses.replace(run, status=RunStatus.FAILED, error=unsaved)
         records = await self.store.get_tasks(run_id)
         return RunView(run=run, tasks=tuple(task_states(run.plan, records)))
 
@@ -347,14 +358,56 @@ class Engine:
                 publish=self._publish,
                 learn=self.durations.observe,
             )
-            await execution.run()
+            try:
+                await execution.run()
+            except BaseExceptionGroup as group:
+                failure = _storage_failure(group)
+                if failure is group:
+                    raise
+                raise failure from group
             await self._record_finished(run_id, list(execution.states.values()))
+        except StorageError as error:
+            await self._fail_unsaved(run_id, error)
         except asyncio.CancelledError:
             if run_id in self._cancelling:
                 await self._record_cancelled(run_id)
             raise
         finally:
             self._cancelling.discard(run_id)
+
+    async def _fail_unsaved(self, run_id: str, error: StorageError) -> None:
+        """The store failed this run for good: fail it where it can still be seen.
+
+        The failure is recorded if the store takes it; otherwise the engine remembers it, view()
+        shows it and the bus announces it, so no front end keeps showing the run as running.
+        """
+        message = f"dagbot stopped this run because it could not save its progress: {error}"
+        log.error("run %s: %s", run_id, message)
+        self.storage_failure = error
+        if isinstance(error, DatabaseReplaced):
+            self.database_lost.set()
+        finished = Transition(
+            run_id=run_id,
+            kind=EventKind.RUN_FINISHED,
+            run_status=RunStatus.FAILED,
+            error=message,
+            data={"status": RunStatus.FAILED.value, "stage": "storage"},
+        )
+        try:
+            self._publish(await _to_the_end(self.store.record(finished)))
+            return
+        except StorageError:
+            pass
+        self._unsaved_failures[run_id] = message
+        self._publish(
+            Event(
+                seq=0,  # never committed: no place in the log
+                run_id=run_id,
+                kind=EventKind.RUN_FINISHED,
+                at=time.time(),
+                data={"status": RunStatus.FAILED.value, "error": message, "saved": False},
+            )
+        )
 
     async def _learn_from_history(self) -> None:
         if self._learned:
@@ -483,6 +536,17 @@ class Engine:
             )
 
         return record_usage
+
+
+def _storage_failure(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The storage error a run's task group failed with, or the group itself if it is not one."""
+    storage, rest = group.split(StorageError)
+    if storage is None or rest is not None:
+        return group
+    leaf: BaseException = storage
+    while isinstance(leaf, BaseExceptionGroup):
+        leaf = leaf.exceptions[0]
+    return leaf
 
 
 async def _to_the_end(write: Awaitable[_T]) -> _T:

@@ -7,6 +7,7 @@ import stat
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,7 +18,7 @@ from storage.sql import query
 from storage.sqlite import SqliteStore
 
 # query name -> parameters; each must find its rows by index, without a temp B-tree sort.
-INDEXED = {
+INDEXED: dict[str, dict[str, Any]] = {
     "select_run": {"id": "abc"},
     "select_tasks": {"run_id": "abc"},
     "select_recent_runs": {"limit": 20},
