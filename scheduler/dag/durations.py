@@ -6,10 +6,11 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 
+from scheduler.dag.kinds import KINDS, rules
 from scheduler.dag.plan import PlanTask, TaskKind
 
 KIND_WEIGHT: Mapping[TaskKind, float] = MappingProxyType(
-    {TaskKind.TOOL: 1.0, TaskKind.LLM: 3.0, TaskKind.SUMMARY: 3.0}
+    {kind: kind_rules.weight for kind, kind_rules in KINDS.items()}
 )
 """Seconds assumed before anything is known: LLM calls are slower than most tool calls."""
 
@@ -19,7 +20,7 @@ WINDOW = 20
 
 def estimate_by_kind(task: PlanTask) -> float:
     """Relative cost of a task before it has run: LLM calls are slower than most tool calls."""
-    return KIND_WEIGHT[task.kind]
+    return rules(task.kind).weight
 
 
 class LearnedDurations:

@@ -22,9 +22,10 @@ from domain.vocabulary import (
 )
 from scheduler.dag.executors import Executor, TaskContext, UsageSink
 from scheduler.dag.graph import critical_path_priorities
+from scheduler.dag.kinds import rules
 from scheduler.dag.plan import Plan, PlanTask, TaskKind
 from scheduler.dag.refs import references_in, substitute
-from scheduler.dag.retry import RetryPolicy, retry_delay
+from scheduler.dag.retry import RetryPolicies, retry_delay
 from scheduler.dag.slots import SlotPool
 from scheduler.dag.state import Run, TaskState
 from scheduler.errors import TaskError
@@ -57,7 +58,7 @@ class Execution:
         slots: SlotPool,
         limit: int,
         timeout: float,
-        retry: RetryPolicy,
+        retry: RetryPolicies,
         estimate: Callable[[PlanTask], float],
         usage_sink: Callable[[str, str | None], UsageSink],
         publish: Callable[[Event], None],
@@ -142,7 +143,7 @@ class Execution:
                 ),
                 None,
             )
-            if blocked_by is not None and task.kind is not TaskKind.SUMMARY:
+            if blocked_by is not None and not rules(task.kind).joins_failures:
                 self._skip(task_id, blocked_by, announced)
             elif self.waiting[task_id] == 0:
                 self._push(task_id)
@@ -170,7 +171,8 @@ class Execution:
         _, _, task_id = heapq.heappop(self.ready)
         self.slots_used += 1
         self.alive += 1
-        given_up = self.interrupted.get(task_id, 0) >= self.retry.max_attempts + CRASH_RESTARTS
+        budget = self.retry.of(self.states[task_id].kind).max_attempts
+        given_up = self.interrupted.get(task_id, 0) >= budget + CRASH_RESTARTS
         # Queued now, in the stretch that freed the slot: it shares that outcome's commit.
         start = None if given_up else self._start(task_id)
         self.group.create_task(self._task_main(task_id, start), name=f"{self.run_id}/{task_id}")
@@ -225,6 +227,7 @@ class Execution:
         `start` is its first start, already queued (None when the task is given up on).
         """
         attempt = self.interrupted.pop(task_id, 0)
+        policy = self.retry.of(self.states[task_id].kind)
         if start is None:
             return self._transition(
                 task_id,
@@ -270,7 +273,7 @@ class Execution:
                     task_id, EventKind.TASK_SUCCEEDED, TaskStatus.SUCCEEDED, output=output
                 )
             message = describe(failure, self.timeout)
-            delay = retry_delay(failure, attempt, self.retry)
+            delay = retry_delay(failure, attempt, policy)
             if delay is None:
                 return self._transition(
                     task_id, EventKind.TASK_FAILED, TaskStatus.FAILED, error=message
@@ -307,7 +310,7 @@ class Execution:
             child = self.states[child_id]
             if child.status.finished or child_id not in self.waiting:
                 continue
-            if succeeded or child.kind is TaskKind.SUMMARY:
+            if succeeded or rules(child.kind).joins_failures:
                 self.waiting[child_id] -= 1
                 if self.waiting[child_id] == 0:
                     self._push(child_id)
