@@ -49,15 +49,16 @@ def workloads(runs: int, tasks: int, seed: int) -> list[tuple[Plan, dict[str, fl
 
 
 async def open_any(database_url: str) -> Store:
-    """The store a DATABASE_URL names: SQLite here, PostgreSQL when that store is installed."""
-    if database_url.startswith(("postgres://", "postgresql://")):
-        try:
-            module: Any = importlib.import_module("storage.postgres")
-        except ImportError as error:
-            raise SystemExit(f"no PostgreSQL store in this build ({error})") from error
-        store: Store = await module.open_store(database_url)
-        return store
-    return await open_store(database_url)
+    """The store a DATABASE_URL names, through storage.connect when this build has it (the
+    PostgreSQL store brings it); otherwise SQLite only."""
+    try:
+        connect: Any = importlib.import_module("storage.connect")
+    except ImportError:
+        if database_url.startswith(("postgres://", "postgresql://")):
+            raise SystemExit("no PostgreSQL store in this build") from None
+        return await open_store(database_url)
+    store: Store = await connect.open_store(database_url)
+    return store
 
 
 async def latencies(

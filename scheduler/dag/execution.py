@@ -96,6 +96,7 @@ class Execution:
         self.slots_used = 0
         self.tickets = 0
         """Slots asked of the pool and not yet granted."""
+        self.first_starts: dict[str, asyncio.Future[Event]] = {}
         self.closed = False
         """Set once the run is being left: a slot granted then is passed on."""
         self.alive = 0
@@ -168,14 +169,24 @@ class Execution:
         if self.closed or not self.ready or self.slots_used >= self.limit:
             return False
         assert self.group is not None
-        _, _, task_id = heapq.heappop(self.ready)
-        self.slots_used += 1
-        self.alive += 1
+        _, _, task_id = self.ready[0]
         budget = self.retry.of(self.states[task_id].kind).max_attempts
         given_up = self.interrupted.get(task_id, 0) >= budget + CRASH_RESTARTS
-        # Queued now, in the stretch that freed the slot: it shares that outcome's commit.
-        start = None if given_up else self._start(task_id)
-        self.group.create_task(self._task_main(task_id, start), name=f"{self.run_id}/{task_id}")
+        main = self._task_main(task_id)
+        try:
+            self.group.create_task(main, name=f"{self.run_id}/{task_id}")
+        except RuntimeError:
+            # The run is being cancelled and its task group no longer takes tasks: the slot
+            # goes to another run (this is called from another run's task; never raise there).
+            main.close()
+            self.closed = True
+            return False
+        heapq.heappop(self.ready)
+        self.slots_used += 1
+        self.alive += 1
+        if not given_up:
+            # Queued now, in the stretch that freed the slot: it shares that outcome's commit.
+            self.first_starts[task_id] = self._start(task_id)
         return True
 
     def _start(self, task_id: str) -> asyncio.Future[Event]:
@@ -183,10 +194,10 @@ class Execution:
             task_id, EventKind.TASK_STARTED, TaskStatus.RUNNING, new_attempt=True
         )
 
-    async def _task_main(self, task_id: str, start: asyncio.Future[Event] | None) -> None:
+    async def _task_main(self, task_id: str) -> None:
         holding = True
         try:
-            outcome = await self._attempts(task_id, start)
+            outcome = await self._attempts(task_id)
             self._observe(task_id)
             announced = [outcome]
             self._settle(task_id, announced)
@@ -219,15 +230,15 @@ class Execution:
         ):
             self.learn(state.spec, state.finished_at - state.started_at)
 
-    async def _attempts(
-        self, task_id: str, start: asyncio.Future[Event] | None
-    ) -> asyncio.Future[Event]:
+    async def _attempts(self, task_id: str) -> asyncio.Future[Event]:
         """Run the task until it succeeds or may not be retried; returns its queued outcome.
 
-        `start` is its first start, already queued (None when the task is given up on).
+        Its first start was queued by take_slot, in the stretch that granted the slot; a task
+        given up on has none and is failed instead.
         """
         attempt = self.interrupted.pop(task_id, 0)
         policy = self.retry.of(self.states[task_id].kind)
+        start = self.first_starts.pop(task_id, None)
         if start is None:
             return self._transition(
                 task_id,
