@@ -30,3 +30,4 @@ bench: install
 	$(BIN)/python -m benchmarks.overhead
 	$(BIN)/python -m benchmarks.concurrent_runs
 	$(BIN)/python -m benchmarks.startup
+	$(BIN)/python -m benchmarks.slack_latency
