@@ -169,6 +169,7 @@ class _Connection:
                 name=f"{self.name}.{tool.name}",
                 description=tool.description or tool.title or "",
                 input_schema=dict(tool.input_schema),
+                output_schema=dict(tool.output_schema) if tool.output_schema else None,
             )
             for tool in self.tools
         ]
