@@ -133,6 +133,12 @@ def parse_answer(
             "The answer was cut off at the output length limit before the plan was complete; "
             "a smaller plan is needed (fewer tasks, shorter titles and prompts)."
         ]
+    if not content and completion.tool_calls:
+        return [
+            f"The answer was a tool call ({', '.join(sorted(set(completion.tool_calls)))}) "
+            "instead of the plan. Tools are not called while planning: put each call in a tool "
+            "task of the plan, and return the plan as one JSON object."
+        ]
     if not content:
         return ["The answer was empty; the plan must be returned as one JSON object."]
     try:
