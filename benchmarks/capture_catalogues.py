@@ -65,7 +65,8 @@ async def list_tools(command: list[str], env: dict[str, str] | None = None) -> l
         while True:
             page = await client.list_tools(cursor=cursor)
             tools.extend(
-                tool.model_dump(mode="json", by_alias=True, exclude_none=True) for tool in page.tools
+                tool.model_dump(mode="json", by_alias=True, exclude_none=True)
+                for tool in page.tools
             )
             cursor = page.next_cursor
             if cursor is None:

@@ -93,15 +93,17 @@ def output_types(output_schema: Any) -> frozenset[str] | None:
 
     A tool's text may be its structured content as JSON (an object), or, for wrappers such as the
     Python SDK's `{"result": x}` or server-filesystem's `{"content": text}`, the one wrapped value:
-    both readings are allowed.
+    both readings are allowed. A value that may be a string may hold any JSON text, so it says
+    nothing (None).
     """
     whole = _types_of(output_schema, output_schema)
     resolved = _resolve(output_schema, output_schema)
     properties = resolved.get("properties") if isinstance(resolved, dict) else None
-    if not isinstance(properties, dict) or len(properties) != 1:
-        return whole
-    (inner,) = properties.values()
-    return _union([whole, _types_of(inner, output_schema)])
+    types = whole
+    if isinstance(properties, dict) and len(properties) == 1:
+        (inner,) = properties.values()
+        types = _union([whole, _types_of(inner, output_schema)])
+    return None if types is None or "string" in types else types
 
 
 def types_fit(wanted: frozenset[str], possible: frozenset[str]) -> bool:

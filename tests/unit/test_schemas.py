@@ -62,12 +62,16 @@ TUPLE_07 = {
             id="an unknown dialect reads as 2020-12, quietly",
         ),
         pytest.param(
-            {"$schema": "http://json-schema.org/draft-04/schema#", "type": "integer",
-             "minimum": 1, "exclusiveMinimum": True},
+            {
+                "$schema": "http://json-schema.org/draft-04/schema#",
+                "type": "integer",
+                "minimum": 1,
+                "exclusiveMinimum": True,
+            },
             1,
             ["1 is less than or equal to the minimum of 1"],
             id="draft-04 boolean exclusiveMinimum",
-        ),  # fmt: skip
+        ),
     ],
 )
 def test_arguments_are_checked_in_the_dialect_the_schema_names(
@@ -116,7 +120,11 @@ OBJECT = {
         "flag": {"enum": [True, False]},
         "mode": {"const": "fast"},
         "values": {"type": "array", "items": {"type": "number"}},
-        "tuple": {"type": "array", "prefixItems": [{"type": "boolean"}], "items": {"type": "object"}},
+        "tuple": {
+            "type": "array",
+            "prefixItems": [{"type": "boolean"}],
+            "items": {"type": "object"},
+        },
         "nested": {"type": "object", "properties": {"deep": {"type": "array"}}},
         "free": {},
         "both": {"allOf": [{"type": ["number", "string"]}, {"type": "integer"}]},
@@ -160,11 +168,19 @@ def test_types_at_follows_draft07_tuples_and_stops_at_unknown_refs() -> None:
     [
         ({"type": "object", "properties": {"a": {}, "b": {}}}, {"object"}),
         ({"type": "object", "properties": {"result": {"type": "integer"}}}, {"object", "integer"}),
-        ({"type": "object", "properties": {"content": {"type": "string"}}}, {"object", "string"}),
+        ({"type": "object", "properties": {"content": {"type": "string"}}}, None),
+        ({"type": "object", "properties": {"items": {"type": "array"}}}, {"object", "array"}),
         ({"type": "object", "properties": {"result": {}}}, None),
         ({}, None),
     ],
-    ids=["object", "SDK result wrapper", "content wrapper", "untyped wrapper", "anything"],
+    ids=[
+        "object",
+        "SDK result wrapper",
+        "text may hold any JSON",
+        "array wrapper",
+        "untyped wrapper",
+        "anything",
+    ],
 )
 def test_output_types(schema: dict[str, Any], types: set[str] | None) -> None:
     assert output_types(schema) == (frozenset(types) if types is not None else None)

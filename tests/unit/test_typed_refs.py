@@ -119,7 +119,8 @@ def test_a_long_output_is_quoted_as_a_short_excerpt() -> None:
     with pytest.raises(TaskError) as raised:
         typed_arguments({"n": "{{t1}}"}, {"t1": long}, tool="x.y", schema=SCHEMA)
     quoted = str(raised.value).split("not JSON: ", 1)[1]
-    assert len(quoted) <= 84 and quoted.endswith("…'.")
+    assert len(quoted) <= 84
+    assert quoted.endswith("…'.")
 
 
 def test_typed_arguments_do_not_change_their_input() -> None:
@@ -129,7 +130,7 @@ def test_typed_arguments_do_not_change_their_input() -> None:
 
 
 def test_parse_output_rejects_text() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="Expecting value"):
         parse_output("about 42")
 
 
