@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from scheduler.planning.shortlist import DEFAULT_MAX_TOOL_TOKENS, DEFAULT_MAX_TOOLS
+
 DEFAULT_MODEL = "gpt-5-mini"
 
 
@@ -40,6 +42,12 @@ class Settings(BaseSettings):
     task_timeout: float = Field(default=300.0, gt=0, alias="DAGBOT_TASK_TIMEOUT")
     max_tasks: int = Field(default=50, ge=2, le=500, alias="DAGBOT_MAX_TASKS")
     max_goal_chars: int = Field(default=4000, ge=10, alias="DAGBOT_MAX_GOAL_CHARS")
+    planner_max_tools: int = Field(
+        default=DEFAULT_MAX_TOOLS, ge=1, le=1000, alias="DAGBOT_PLANNER_MAX_TOOLS"
+    )
+    planner_max_tool_tokens: int = Field(
+        default=DEFAULT_MAX_TOOL_TOKENS, ge=100, alias="DAGBOT_PLANNER_MAX_TOOL_TOKENS"
+    )
 
     def mcp_config_path(self) -> Path | None:
         """DAGBOT_MCP_CONFIG, else ./mcp.json when it exists, else None (no tools)."""

@@ -30,11 +30,11 @@ CHARS_PER_TOKEN = 4
 
 # Words that say nothing about which tool fits: common English, and verbs of asking.
 _STOP_WORDS = """a about after all also an and any are as at be been before but by can could do
-does for from get give has have how i if in into is it its me my of on or our please show so some
-than that the their them then there these this those to up us use using want was we what when where
-which who why will with would you your"""
+does for from get give has have how i if in into is it its me my not of on or our please show so
+some than that the their them then there these this those to up us use using want was we what
+when where which who why will with would you your"""
 STOP_WORDS = frozenset(_STOP_WORDS.split())
-_URL = re.compile(r"\bhttps?://|\bwww\.", re.IGNORECASE)
+_URL = re.compile(r"\b(?:https?://|www\.)\S*", re.IGNORECASE)
 _FILE_NAME = re.compile(r"[\w./-]+\.[A-Za-z][A-Za-z0-9]{0,4}\b|(?:^|\s)/[\w.-]+/")
 
 
@@ -147,9 +147,9 @@ def query_words(text: str) -> set[str]:
     """A goal's words, plus what its URLs and file names stand for, plus a few synonyms."""
     found = set(words(text))
     if _URL.search(text):
-        found |= {"url", "web"}
-    if _FILE_NAME.search(text):
-        found |= {"file", "path"}
+        found |= set(words("url web"))
+    if _FILE_NAME.search(_URL.sub(" ", text)):
+        found |= set(words("file path"))
     for word in list(found):
         found |= SYNONYMS.get(word, frozenset())
     return found
