@@ -31,18 +31,16 @@ class ToolExecutor:
         task = context.task
         if not task.tool:
             raise TaskError(f"Task {task.id!r} is a tool task but names no tool.")
-        return await self._toolbox.call(
-            task.tool, await self._arguments(context), timeout=self._timeout
-        )
+        return await self._toolbox.call(task.tool, self._arguments(context), timeout=self._timeout)
 
-    async def _arguments(self, context: TaskContext) -> dict[str, Any]:
+    def _arguments(self, context: TaskContext) -> dict[str, Any]:
         task = context.task
         planned = context.results.get(task.id)
         if planned is None or not references_in(planned.spec.args):
             return task.args
-        spec = (await self._toolbox.catalogue()).get(task.tool or "")
+        spec = self._toolbox.tool_spec(task.tool or "")
         if spec is None:
-            return task.args  # the call reports the missing tool or server
+            return task.args  # server down or tool unknown: the call itself says which
         outputs = {
             ref: state.output
             for ref in references_in(planned.spec.args)
