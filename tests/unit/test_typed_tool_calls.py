@@ -11,7 +11,7 @@ import pytest
 from scheduler.dag.engine import Engine, EngineConfig
 from scheduler.dag.executors import TaskContext
 from scheduler.dag.plan import Plan, TaskKind
-from scheduler.dag.retry import RetryPolicy
+from scheduler.dag.retry import RetryPolicies, RetryPolicy
 from scheduler.dag.validation import validate_plan
 from scheduler.tools.mcp_config import McpConfig
 from scheduler.tools.tool_step import ToolExecutor
@@ -40,7 +40,11 @@ async def engine(toolbox: Toolbox, tmp_path: Path) -> AsyncIterator[Engine]:
     engine = Engine(
         store,
         {TaskKind.TOOL: ToolExecutor(toolbox), TaskKind.SUMMARY: collect},
-        config=EngineConfig(retry=RetryPolicy(max_attempts=3, base_delay=0.001, max_delay=0.002)),
+        config=EngineConfig(
+            retry=RetryPolicies(
+                default=RetryPolicy(max_attempts=3, base_delay=0.001, max_delay=0.002)
+            )
+        ),
     )
     yield engine
     await engine.close()
