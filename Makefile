@@ -28,4 +28,5 @@ run: $(BIN)/python
 bench: install
 	$(BIN)/python -m benchmarks.makespan
 	$(BIN)/python -m benchmarks.overhead
+	$(BIN)/python -m benchmarks.slack_latency
 	$(BIN)/python -m benchmarks.tool_selection
