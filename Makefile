@@ -28,3 +28,7 @@ run: $(BIN)/python
 bench: install
 	$(BIN)/python -m benchmarks.makespan
 	$(BIN)/python -m benchmarks.overhead
+
+# The pinned runtime dependencies Procfile platforms install; regenerate after changing pyproject.
+requirements.txt: pyproject.toml | $(BIN)/python
+	$(BIN)/python scripts/lock_requirements.py

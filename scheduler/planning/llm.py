@@ -85,6 +85,7 @@ class LLM:
         self.model = model
         self.base_url = base_url or OPENAI_URL
         self.timeout = timeout
+        self.max_retries = max_retries
         # Against OpenAI itself a missing key is a configuration error, reported on first use so
         # that commands which never call the model (listing runs) still work.
         self._missing_key = not api_key and base_url is None
@@ -150,8 +151,20 @@ class LLM:
             )
         except openai.OpenAIError as error:
             raise task_error(
-                error, timeout=self.timeout, base_url=self.base_url, secrets=self._secrets
+                error,
+                timeout=self.timeout,
+                base_url=self.base_url,
+                secrets=self._secrets,
+                tries=self.max_retries + 1,
             ) from None
+        if not isinstance(response, ChatCompletion):
+            # The SDK hands back the body as it came when it is not JSON (an HTML page from a
+            # proxy, or a base URL that is a website rather than an API).
+            raise TaskError(
+                f"The language model at {public_url(self.base_url)} did not answer with a chat "
+                f"completion (the answer began {_preview(response)!r}); check OPENAI_BASE_URL.",
+                retryable=False,
+            )
         completion = completion_from(response, model=self.model)
         await usage(completion.model, completion.prompt_tokens, completion.completion_tokens)
         return completion
@@ -187,14 +200,20 @@ def task_error(
     timeout: float,
     base_url: str,
     secrets: Sequence[str] = (),
+    tries: int = DEFAULT_MAX_RETRIES + 1,
 ) -> TaskError:
     """Translate an SDK error (after the SDK's own retries) into a TaskError for the engine.
 
     Timeouts, connection failures, 408/409/429 and 5xx may pass on their own: retryable.
+    `tries`: how many requests the SDK made (a timeout message counts them, since each waited).
     Anything else (400 bad request, 401 bad key, 403, 404 unknown model) will not.
     """
     if isinstance(error, openai.APITimeoutError):
-        return TaskError(f"The language model did not answer within {timeout:g} s.", retryable=True)
+        return TaskError(
+            f"The language model did not answer within {timeout:g} s "
+            f"({tries} tr{'y' if tries == 1 else 'ies'}).",
+            retryable=True,
+        )
     if isinstance(error, openai.APIConnectionError):
         return TaskError(
             f"Could not connect to the language model at {public_url(base_url)}.", retryable=True
@@ -249,6 +268,11 @@ def public_url(url: str) -> str:
     host = parts.hostname or ""
     netloc = f"{host}:{parts.port}" if parts.port else host
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def _preview(answer: object, limit: int = 60) -> str:
+    text = " ".join(str(answer).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _wire(message: Message) -> ChatCompletionMessageParam:

@@ -127,7 +127,7 @@ def write_mcp_config(directory: Path) -> Path:
 def bot_env(
     slack: FakeSlack, openai: FakeOpenAI, directory: Path, *, port: int = 3000
 ) -> dict[str, str]:
-    """The bot's configuration, as the environment variables DESIGN.md names."""
+    """The bot's configuration, as the environment variables of the README's table."""
     return {
         "SLACK_BOT_TOKEN": slack.bot_token,
         "SLACK_SIGNING_SECRET": FAKE_SIGNING_SECRET,
