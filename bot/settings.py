@@ -58,6 +58,16 @@ class Settings(BaseSettings):
             if not value:
                 raise ConfigError(f"{variable} is not set; it is required to run this command.")
 
+    def require_llm_key(self) -> None:
+        """OPENAI_API_KEY is needed against OpenAI itself; with OPENAI_BASE_URL it is optional,
+        since local OpenAI-compatible servers (Ollama, vLLM, llama.cpp) usually take none."""
+        key = self.openai_api_key.get_secret_value() if self.openai_api_key else ""
+        if not key and not self.openai_base_url:
+            raise ConfigError(
+                "OPENAI_API_KEY is not set: set it to use OpenAI, or set OPENAI_BASE_URL to use "
+                "an OpenAI-compatible server."
+            )
+
 
 def load_settings() -> Settings:
     """Read the environment once; a malformed value raises ConfigError naming its variable."""

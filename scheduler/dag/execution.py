@@ -176,16 +176,22 @@ class Execution:
             attempt += 1
             # The executor starts only once the start is durable: a task found running after a
             # crash has really been started, and its attempt counted.
+            sent = self._substituted(self.states[task_id].spec)
             await asyncio.shield(
                 self._transition(
-                    task_id, EventKind.TASK_STARTED, TaskStatus.RUNNING, new_attempt=True
+                    task_id,
+                    EventKind.TASK_STARTED,
+                    TaskStatus.RUNNING,
+                    new_attempt=True,
+                    # What this attempt is sent, after substitution: `runs <id>` shows it.
+                    data={"args": sent.args} if sent.args else None,
                 )
             )
             state = self.states[task_id]
             context = TaskContext(
                 run_id=self.run_id,
                 goal=self.goal,
-                task=self._substituted(state.spec),
+                task=sent,
                 attempt=state.attempts,
                 results=self.results,
                 record_usage=self.usage_sink(self.run_id, task_id),
