@@ -24,6 +24,7 @@ class Settings(BaseSettings):
     slack_signing_secret: SecretStr | None = Field(default=None, alias="SLACK_SIGNING_SECRET")
     slack_api_url: str | None = Field(default=None, alias="SLACK_API_URL")
     port: int = Field(default=3000, ge=1, le=65535, alias="PORT")
+    host: str = Field(default="0.0.0.0", min_length=1, alias="DAGBOT_HOST")
 
     openai_api_key: SecretStr | None = Field(default=None, alias="OPENAI_API_KEY")
     openai_base_url: str | None = Field(default=None, alias="OPENAI_BASE_URL")

@@ -133,6 +133,7 @@ def bot_env(
         "SLACK_SIGNING_SECRET": FAKE_SIGNING_SECRET,
         "SLACK_API_URL": slack.base_url,
         "PORT": str(port),
+        "DAGBOT_HOST": "127.0.0.1",
         "OPENAI_API_KEY": openai.api_key,
         "OPENAI_BASE_URL": openai.base_url,
         "DAGBOT_MODEL": "fake-model",
