@@ -86,7 +86,6 @@ class LLM:
         self.model = model
         self.base_url = base_url or OPENAI_URL
         self.timeout = timeout
-        self.max_retries = max_retries
         # Against OpenAI itself a missing key is a configuration error, reported on first use so
         # that commands which never call the model (listing runs) still work.
         self._missing_key = not api_key and base_url is None
@@ -152,11 +151,7 @@ class LLM:
             )
         except openai.OpenAIError as error:
             raise task_error(
-                error,
-                timeout=self.timeout,
-                base_url=self.base_url,
-                secrets=self._secrets,
-                tries=self.max_retries + 1,
+                error, timeout=self.timeout, base_url=self.base_url, secrets=self._secrets
             ) from None
         if not isinstance(response, ChatCompletion):
             # The SDK hands back the body as it came when it is not JSON (an HTML page from a
@@ -201,20 +196,14 @@ def task_error(
     timeout: float,
     base_url: str,
     secrets: Sequence[str] = (),
-    tries: int = DEFAULT_MAX_RETRIES + 1,
 ) -> TaskError:
     """Translate an SDK error (after the SDK's own retries) into a TaskError for the engine.
 
     Timeouts, connection failures, 408/409/429 and 5xx may pass on their own: retryable.
-    `tries`: how many requests the SDK made (a timeout message counts them, since each waited).
     Anything else (400 bad request, 401 bad key, 403, 404 unknown model) will not.
     """
     if isinstance(error, openai.APITimeoutError):
-        return TaskError(
-            f"The language model did not answer within {timeout:g} s "
-            f"({tries} tr{'y' if tries == 1 else 'ies'}).",
-            retryable=True,
-        )
+        return TaskError(f"The language model did not answer within {timeout:g} s.", retryable=True)
     if isinstance(error, openai.APIConnectionError):
         return TaskError(
             f"Could not connect to the language model at {public_url(base_url)}.", retryable=True
