@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 EPILOG = """\
 exit status: 0 done, 1 the run failed or was cancelled, 2 a setting or the input is wrong,
@@ -19,10 +19,23 @@ exit status: 0 done, 1 the run failed or was cancelled, 2 a setting or the input
 
 
 def dagbot_version() -> str:
+    # Imported here: reading package metadata costs more than the rest of `runs`.
+    from importlib.metadata import PackageNotFoundError, version
+
     try:
         return version("dagbot")
     except PackageNotFoundError:  # run from a checkout that was never installed
         return "unknown (not installed)"
+
+
+class _Version(argparse.Action):
+    """`--version`: prints `<prog> <version>`, reading the version only when asked."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest=argparse.SUPPRESS, nargs=0, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any, **__: Any) -> None:
+        parser.exit(message=f"{parser.prog} {dagbot_version()}\n")
 
 
 def build_parser(prog: str) -> argparse.ArgumentParser:
