@@ -8,11 +8,15 @@ SQLite file, which the test reads back through `python -m bot runs` and through 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import os
+import pty
 import re
 import signal
+import struct
 import sys
+import termios
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -491,3 +495,52 @@ async def test_runs_reads_the_database_without_loading_the_llm_mcp_or_slack(
 
     assert process.returncode == 0, err.decode()
     assert out.decode().splitlines()[-1] == "loaded: [] exit: 0"
+
+
+async def test_a_plan_taller_than_the_terminal_is_redrawn_in_place(terminal: Terminal) -> None:
+    tasks = [tool_task(f"t{n}", "test.echo", text=f"echo {n}") for n in range(1, 21)]
+    terminal.answer(wire(*tasks, summary_task("t21", *(t.id for t in tasks)), title="Twenty"))
+    rows = 15
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", rows, 100, 0, 0))
+    env = {k: v for k, v in terminal.env.items() if k not in ("LINES", "COLUMNS", "TERM")}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *("-m", "bot", "run", "Echo twenty things"),
+        cwd=terminal.home,
+        env={**env, "TERM": "xterm-256color"},
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=follower,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    os.close(follower)
+
+    def read_all() -> bytes:
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the process closed its side
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    output, (_, err) = await asyncio.gather(asyncio.to_thread(read_all), process.communicate())
+    os.close(leader)
+    code = process.returncode
+
+    assert code == 0, err.decode()
+    text = output.decode()
+    live, _, after = text.partition("\x1b[?25h")  # rich shows the cursor again when it stops
+    # Each frame is erased line by line before the next is drawn: in place only when no frame
+    # is taller than the window.
+    frames = [f for f in re.split(r"\r(?:\x1b\[2K\x1b\[1A)*\x1b\[2K", live) if f.strip()]
+    assert len(frames) > 3
+    assert max(len(frame.rstrip("\n").split("\n")) for frame in frames) <= rows
+    assert any("… " in frame and "tasks" in frame for frame in frames)  # folded, not cropped
+    # Once done, the whole tree is printed once, below, for good.
+    assert after.count("Plan: Twenty") == 1
+    assert all(f"t{n} call test.echo" in after for n in range(1, 21))
+    assert "Summary:" in after
