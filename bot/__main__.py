@@ -14,7 +14,8 @@ from typing import Any
 
 EPILOG = """\
 exit status: 0 done, 1 the run failed or was cancelled, 2 a setting or the input is wrong,
-130 interrupted by Ctrl-C. Settings are environment variables (or a .env file): see the README.
+130 Ctrl-C, 141 the output was closed (| head), 143 SIGTERM.
+Settings are environment variables (or a .env file): see the README's configuration table.
 """
 
 
@@ -46,7 +47,7 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {dagbot_version()}")
+    parser.add_argument("--version", action=_Version, help="show dagbot's version and exit")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.add_parser(
         "serve",

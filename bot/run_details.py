@@ -143,10 +143,10 @@ def _task(
         facts.append(tokens)
     lines: list[RenderableType] = [
         Text(f"{MARK[task.status]} {task_label(task.spec)}"),
-        Padding(Text(" · ".join(facts)), (0, 0, 0, 4)),
+        Padding(Text(" · ".join(facts)), (0, 0, 0, 4), expand=False),
     ]
     if attempts:
-        lines.append(Padding(attempts_table(attempts, tz), (0, 0, 0, 4)))
+        lines.append(Padding(attempts_table(attempts, tz), (0, 0, 0, 4), expand=False))
     if task.output:
         lines.append(_labelled("output", truncate(task.output.strip(), OUTPUT_CHARS)))
     if task.error:
@@ -184,7 +184,7 @@ def _labelled(label: str, text: str) -> RenderableType:
     grid.add_column(no_wrap=True)
     grid.add_column(overflow="fold")
     grid.add_row(f"{label}:", text)
-    return Padding(grid, (0, 0, 0, 4))
+    return Padding(grid, (0, 0, 0, 4), expand=False)
 
 
 def tokens_line(usage: Sequence[UsageTotal]) -> str:
