@@ -36,7 +36,8 @@ class _Version(argparse.Action):
         super().__init__(option_strings, dest=argparse.SUPPRESS, nargs=0, **kwargs)
 
     def __call__(self, parser: argparse.ArgumentParser, *_: Any, **__: Any) -> None:
-        parser.exit(message=f"{parser.prog} {dagbot_version()}\n")
+        print(f"{parser.prog} {dagbot_version()}")  # on stdout, as argparse's own does
+        parser.exit()
 
 
 def build_parser(prog: str) -> argparse.ArgumentParser:
