@@ -28,6 +28,7 @@ run: $(BIN)/python
 bench: install
 	$(BIN)/python -m benchmarks.makespan
 	$(BIN)/python -m benchmarks.overhead
+	$(BIN)/python -m benchmarks.slack_latency
 
 # The pinned runtime dependencies Procfile platforms install; regenerate after changing pyproject.
 requirements.txt: pyproject.toml | $(BIN)/python
