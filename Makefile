@@ -28,6 +28,8 @@ run: $(BIN)/python
 bench: install
 	$(BIN)/python -m benchmarks.makespan
 	$(BIN)/python -m benchmarks.overhead
+	$(BIN)/python -m benchmarks.concurrent_runs
+	$(BIN)/python -m benchmarks.startup
 	$(BIN)/python -m benchmarks.slack_latency
 
 # The pinned runtime dependencies Procfile platforms install; regenerate after changing pyproject.

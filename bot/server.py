@@ -30,6 +30,7 @@ from bot.runtime import Runtime, open_runtime
 from bot.settings import ConfigError, Settings, load_settings
 from bot.slack_client import make_client
 from bot.startup_checks import check_slack_tokens
+from scheduler.dag.engine import Engine
 from scheduler.errors import SchedulerError
 from storage.errors import StorageError
 
@@ -271,18 +272,31 @@ async def _serve(settings: Settings, stop: asyncio.Event, started: asyncio.Event
     )
     try:
         if _secret(settings.slack_app_token):
-            async with serve_socket_mode(settings, before_connect=tokens):
+            async with serve_socket_mode(settings, before_connect=tokens) as bot:
                 await tokens
                 started.set()
-                await stop.wait()
+                await _until_stopped(stop, bot.runtime.engine)
         else:
-            async with serve_http(settings):
+            async with serve_http(settings) as http:
                 await tokens
                 started.set()
-                await stop.wait()
+                await _until_stopped(stop, http.bot.runtime.engine)
     finally:
         tokens.cancel()
         await asyncio.wait([tokens])
+
+
+async def _until_stopped(stop: asyncio.Event, engine: Engine) -> None:
+    """Until a signal, or until the database file is lost (then stop with its one line)."""
+    lost = asyncio.ensure_future(engine.database_lost.wait())
+    signalled = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait([lost, signalled], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        lost.cancel()
+        signalled.cancel()
+    if engine.database_lost.is_set() and engine.storage_failure is not None:
+        raise engine.storage_failure
 
 
 def serve() -> int:

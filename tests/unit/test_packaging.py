@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 RUNTIME = [Requirement(line) for line in PROJECT["dependencies"]]
 TEST = [Requirement(line) for line in PROJECT["optional-dependencies"]["test"]]
-OURS = {"bot", "scheduler", "storage", "tests", "benchmarks", "scripts"}
+OURS = {"bot", "domain", "scheduler", "storage", "tests", "benchmarks", "scripts"}
 # Imported by the test suite but brought by a declared package (pytest brings its plugin API).
 TEST_TOOLS = {"pytest", "pytest-asyncio", "pytest-timeout", "ruff", "mypy", "import-linter"}
 
