@@ -125,6 +125,8 @@ class Reply:
     completion_tokens: int = 7
     tool_calls: tuple[tuple[str, str], ...] = ()
     """(function name, arguments JSON) of each tool call the model makes."""
+    page: str | None = None
+    """A 200 answer that is a web page, not JSON: what a proxy or a wrong base URL sends."""
 
     @classmethod
     def text(cls, content: str, **kwargs: Any) -> Reply:
@@ -147,6 +149,10 @@ class Reply:
             finish_reason="tool_calls",
             tool_calls=((name, json.dumps(arguments if arguments is not None else {})),),
         )
+
+    @classmethod
+    def web_page(cls, html: str = "<html><body>Please sign in</body></html>") -> Reply:
+        return cls(page=html)
 
     @classmethod
     def refused(cls, reason: str = "I can't help with that.") -> Reply:
@@ -235,6 +241,8 @@ class FakeOpenAI:
         reply = await self._reply_for(request)
         if reply.status != 200:
             return _error_response(reply)
+        if reply.page is not None:
+            return web.Response(text=reply.page, content_type="text/html")
         completion_id = f"chatcmpl-fake-{next(self._ids)}"
         model = request.model or "fake-model"
         if request.is_stream:
