@@ -52,6 +52,7 @@ from scheduler.tools.mcp_config import (
     McpConfigError,
     StdioServer,
     load_mcp_config,
+    resolve_command,
 )
 from scheduler.tools.reconnect import (
     Backoff,
@@ -190,6 +191,13 @@ class Toolbox:
         meta = {IDEMPOTENCY_META_KEY: idempotency_key} if idempotency_key else None
         return await connection.call(tool, dict(args), timeout=timeout, meta=meta)
 
+    def tool_spec(self, name: str) -> ToolSpec | None:
+        """`<server>.<tool>` as its connected server lists it; None otherwise (never waits)."""
+        connection = self._connections.get(name.partition(".")[0])
+        if connection is None or not connection.up:
+            return None
+        return next((spec for spec in connection.specs() if spec.name == name), None)
+
     async def aclose(self) -> None:
         """Stop every supervisor and session (and every stdio server process)."""
         await asyncio.gather(*(c.stop() for c in self._connections.values()))
@@ -231,6 +239,7 @@ class _Connection:
                 name=f"{self.name}.{tool.name}",
                 description=tool.description or tool.title or "",
                 input_schema=dict(tool.input_schema),
+                output_schema=dict(tool.output_schema) if tool.output_schema else None,
             )
             for tool in self.tools
         ]
@@ -555,7 +564,10 @@ class _Connection:
             return _http_transport(config, watch)
         assert tail is not None
         params = StdioServerParameters(
-            command=config.command, args=config.args, env=config.env, cwd=config.cwd
+            command=resolve_command(config.command),
+            args=config.args,
+            env=config.env,
+            cwd=config.cwd,
         )
         return stdio_client(params, errlog=tail.writer)
 

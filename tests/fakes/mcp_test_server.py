@@ -18,7 +18,7 @@ Tools:
 - `pid()`: this process's id (to tell a reconnected server from the old one).
 - `crash()`: the process exits at once, mid-call.
 - `header(name)`: an HTTP request header as received (over streamable HTTP only).
-- `add(a, b)`: the sum of two numbers (a tool that takes numbers).
+- `scale(value, factor)`: a number times a factor (numbers in, a number out).
 - `idempotency_key()`: the idempotency key dagbot sent in the request's `_meta`, or '(none)'.
 - `crash_once(marker, name)`: the first time (while `marker` does not exist) waits until another
   call under barrier `name` is in flight, creates `marker` and exits mid-call, taking that
@@ -221,9 +221,10 @@ def header(name: str, ctx: Context[Any, Any]) -> str:
     return headers.get(name.lower(), headers.get(name, "(none)"))
 
 
-@server.tool(description="The sum of two numbers.")
-def add(a: float, b: float) -> float:
-    return a + b
+# Typed references (`{{tN}}` passed as a number): a tool whose argument is a number.
+@server.tool(description="The value multiplied by the factor.")
+def scale(value: float, factor: float = 2.0) -> float:
+    return value * factor
 
 
 def _key(ctx: Context[Any, Any]) -> str:
