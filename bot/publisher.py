@@ -34,6 +34,7 @@ from bot.blocks import (
     planning_failed_message,
     summary_markdown,
 )
+from bot.capabilities import REFUSED_CONTENT, ChannelFacts, Feature
 from bot.markdown import split_markdown
 from bot.slack_client import error_code, is_transient, retry_after
 from bot.thread_writer import SlackTarget, ThreadWriter
@@ -69,6 +70,7 @@ class _RunState:
     fingerprint: str | None = None
     working_shown: bool = False
     permalink_tried: bool = False
+    compact: bool = False  # Slack refused this run's full plan: render it with least detail
     meta: dict[str, Any] = field(default_factory=dict)
 
 
@@ -88,9 +90,9 @@ class SlackPublisher:
         self._active = 0
         self._idle = asyncio.Event()
         self._idle.set()
-        # Workspaces (team ids) that rejected plan/task_card blocks: classic blocks there.
-        self._classic_teams: set[str] = set()
-        self._writer = ThreadWriter(client)
+        # Channels that refused plan blocks (or markdown, streaming) lately: see bot.capabilities.
+        self._facts = ChannelFacts()
+        self._writer = ThreadWriter(client, self._facts)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -281,21 +283,40 @@ class SlackPublisher:
 
     async def _write_plan(self, state: _RunState, target: SlackTarget, view: RunView) -> None:
         classic = self._is_classic(state, target)
-        message = plan_message(view, classic=classic)
+        message = plan_message(view, classic=classic, smallest=state.compact)
         if state.meta.get("plan_ts") and _fingerprint(message) == state.fingerprint:
             return
         try:
             await self._put_plan(state, target, message)
         except SlackApiError as error:
-            if classic or error_code(error) != "invalid_blocks":
+            if classic or error_code(error) not in REFUSED_CONTENT:
                 raise
-            log.warning("plan blocks rejected in team %s; using classic blocks", target.team_id)
-            if target.team_id:
-                self._classic_teams.add(target.team_id)
-            await self._set_meta(state, {"plan_style": "classic"})
-            message = plan_message(view, classic=True)
-            await self._put_plan(state, target, message)
+            message = await self._put_refused_plan(state, target, view, error)
         state.fingerprint = _fingerprint(message)
+
+    async def _put_refused_plan(
+        self, state: _RunState, target: SlackTarget, view: RunView, error: SlackApiError
+    ) -> SlackMessage:
+        """Slack refused the plan's blocks: try them smaller, and only if even the smallest
+        native plan is refused, classic blocks (remembered for the channel, for a while)."""
+        if not state.compact:
+            log.warning(
+                "plan of run %s refused (%s); rendering it smaller", state.run_id, error_code(error)
+            )
+            state.compact = True
+            smaller = plan_message(view, smallest=True)
+            try:
+                await self._put_plan(state, target, smaller)
+                return smaller
+            except SlackApiError as again:
+                if error_code(again) not in REFUSED_CONTENT:
+                    raise
+        log.warning("plan blocks refused in channel %s; using classic blocks", target.channel)
+        self._facts.remember(Feature.PLAN_BLOCKS, target.team_id, target.channel)
+        await self._set_meta(state, {"plan_style": "classic"})
+        message = plan_message(view, classic=True)
+        await self._put_plan(state, target, message)
+        return message
 
     async def _put_plan(self, state: _RunState, target: SlackTarget, message: SlackMessage) -> None:
         plan_ts = state.meta.get("plan_ts")
@@ -438,7 +459,9 @@ class SlackPublisher:
         state.meta = dict(record.meta)
 
     def _is_classic(self, state: _RunState, target: SlackTarget) -> bool:
-        return state.meta.get("plan_style") == "classic" or target.team_id in self._classic_teams
+        return state.meta.get("plan_style") == "classic" or self._facts.refuses(
+            Feature.PLAN_BLOCKS, target.team_id, target.channel
+        )
 
     async def _terminal_seq(self, run_id: str) -> int | None:
         events = await self._engine.store.events(run_id)
@@ -450,8 +473,6 @@ class SlackPublisher:
             target = SlackTarget.of(run)
             if target is None:
                 continue
-            if run.meta.get("plan_style") == "classic" and target.team_id:
-                self._classic_teams.add(target.team_id)
             if not run.status.finished:
                 continue  # engine.resume_all() brings it back with a RUN_RESUMED event
             seq = await self._terminal_seq(run.id)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from bot.markdown import escape_mrkdwn
 from bot.payloads import COMMAND, Press, PressKind
+from bot.wording import run_word
 from storage.records import RunRecord, RunStatus
 
 PREVIEW_CHARS = 80
@@ -14,7 +16,7 @@ ECHO_CHARS = 3_000
 
 def escape(text: str) -> str:
     """Slack's three control characters, so a goal is shown as typed and cannot ping @channel."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return escape_mrkdwn(text)
 
 
 def preview(goal: str, limit: int = PREVIEW_CHARS) -> str:
@@ -79,13 +81,7 @@ def list_text(runs: Sequence[RunRecord], permalinks: Mapping[str, str]) -> str:
 
 
 def _status_word(status: RunStatus) -> str:
-    return {
-        RunStatus.PLANNING: "planning",
-        RunStatus.RUNNING: "running",
-        RunStatus.SUCCEEDED: "done",
-        RunStatus.FAILED: "finished with failures",
-        RunStatus.CANCELLED: "cancelled",
-    }[status]
+    return run_word(status)
 
 
 def cancel_refusal(argument: str, run: RunRecord | None, user: str) -> str | None:
