@@ -35,6 +35,7 @@ from bot.replies import (
     press_refusal,
     requested_text,
 )
+from bot.slack_client import error_code
 from scheduler.dag.engine import Engine
 from storage.records import RunRecord
 
@@ -300,5 +301,4 @@ def _meta(team_id: str, channel: str, root: str, user: str, source: str) -> dict
 
 
 def _slack_error(error: SlackApiError) -> str:
-    code = error.response.get("error") if error.response is not None else None
-    return str(code or "unknown error")
+    return error_code(error)
