@@ -43,6 +43,7 @@ from bot.block_kit import (
     truncate_mrkdwn,
 )
 from bot.markdown import escape_mrkdwn, markdown_to_mrkdwn, split_markdown
+from bot.payloads import FEEDBACK_ACTION, FEEDBACK_BAD, FEEDBACK_GOOD
 from bot.plan_blocks import (
     CANCEL_ACTION,
     DETAIL_LEVELS,
@@ -119,9 +120,6 @@ __all__ = [
 
 SUMMARY_PART_LIMIT = 11000
 """Characters of markdown per summary message (a markdown block holds 12,000)."""
-FEEDBACK_ACTION = "dagbot_feedback"
-FEEDBACK_POSITIVE = "good"
-FEEDBACK_NEGATIVE = "bad"
 
 
 # ---- summary and errors ----------------------------------------------------------------------
@@ -199,10 +197,10 @@ def feedback_blocks(run_id: str) -> list[dict[str, Any]]:
     buttons = FeedbackButtonsElement(
         action_id=FEEDBACK_ACTION,
         positive_button=FeedbackButtonObject(
-            text="👍", value=f"{FEEDBACK_POSITIVE}:{run_id}", accessibility_label="Good answer"
+            text="👍", value=f"{FEEDBACK_GOOD}:{run_id}", accessibility_label="Good answer"
         ),
         negative_button=FeedbackButtonObject(
-            text="👎", value=f"{FEEDBACK_NEGATIVE}:{run_id}", accessibility_label="Bad answer"
+            text="👎", value=f"{FEEDBACK_BAD}:{run_id}", accessibility_label="Bad answer"
         ),
     )
     return [ContextActionsBlock(elements=[buttons]).to_dict()]

@@ -14,7 +14,7 @@ import logging
 import shutil
 import signal
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Protocol, TextIO
 
 from bot.cli_render import (
@@ -26,6 +26,7 @@ from bot.cli_render import (
     render_run_tree,
     render_runs_table,
 )
+from bot.payloads import FEEDBACK_BAD, FEEDBACK_GOOD
 from bot.runtime import open_runtime
 from bot.settings import ConfigError, Settings, load_settings
 from scheduler.dag.engine import Engine
@@ -230,9 +231,16 @@ async def _show_runs(settings: Settings, run_id: str | None, limit: int) -> int:
             tasks=tuple(TaskState.from_record(t) for t in await store.get_tasks(record.id)),
         )
         print(render_run_details(view, await store.usage(record.id)))
+        print(feedback_line(await store.feedback(record.id)))
         return EXIT_OK
     finally:
         await store.close()
+
+
+def feedback_line(votes: Mapping[str, int]) -> str:
+    """`Feedback: 3 👍 · 1 👎` (the summary's feedback buttons), or that there is none."""
+    good, bad = votes.get(FEEDBACK_GOOD, 0), votes.get(FEEDBACK_BAD, 0)
+    return f"Feedback: {good} 👍 · {bad} 👎" if good or bad else "Feedback: none yet"
 
 
 # -- plumbing -------------------------------------------------------------------------------------

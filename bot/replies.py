@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 
 from bot.markdown import escape_mrkdwn
@@ -29,7 +30,8 @@ def preview(goal: str, limit: int = PREVIEW_CHARS) -> str:
 
 def goal_problem(goal: str, max_chars: int, *, source: str) -> str | None:
     """Why a goal cannot be run, in one short answer; None when it can."""
-    if not goal.strip():
+    # A mention of someone (or of the bot, by another name) is no goal by itself.
+    if not re.sub(r"<@[^<>]*>", "", goal).strip():
         if source == "command":
             return f"Tell me what you want done: `{COMMAND} <goal>`. `{COMMAND} help` shows more."
         return (
@@ -112,6 +114,8 @@ def press_refusal(press: Press, run: RunRecord | None) -> str | None:
         return "That run no longer exists."
     if run.requester != press.user:
         verb = "cancel" if press.kind is PressKind.CANCEL else "retry"
+        if press.kind is PressKind.FEEDBACK:
+            return None  # anyone who sees the answer may say what they think of it
         who = f"<@{run.requester}>" if run.requester else "the person who started it"
         return f"Only {who} can {verb} this run."
     return None

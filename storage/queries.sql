@@ -55,6 +55,16 @@ CREATE TABLE usage (
 );
 CREATE INDEX usage_run ON usage (run_id);
 
+-- name: migration_2
+-- Feedback buttons on a run's summary: one vote per person and run (the latest press counts).
+CREATE TABLE feedback (
+    run_id  TEXT NOT NULL REFERENCES runs (id),
+    user_id TEXT NOT NULL,
+    value   TEXT NOT NULL,
+    at      REAL NOT NULL,
+    PRIMARY KEY (run_id, user_id)
+);
+
 -- name: insert_run
 INSERT INTO runs (id, goal, status, requester, thread_key, parent_run_id, meta_json,
                   created_at, updated_at)
@@ -135,3 +145,13 @@ VALUES (:run_id, :task_id, :model, :prompt_tokens, :completion_tokens, :at);
 SELECT task_id, model, SUM(prompt_tokens) AS prompt_tokens,
        SUM(completion_tokens) AS completion_tokens, COUNT(*) AS calls
 FROM usage WHERE run_id = :run_id GROUP BY task_id, model ORDER BY MIN(id);
+
+-- name: upsert_feedback
+-- Returns a row only when the vote is new or changed: a replayed press changes nothing.
+INSERT INTO feedback (run_id, user_id, value, at) VALUES (:run_id, :user_id, :value, :at)
+ON CONFLICT (run_id, user_id) DO UPDATE SET value = excluded.value, at = excluded.at
+WHERE feedback.value <> excluded.value
+RETURNING run_id;
+
+-- name: select_feedback_counts
+SELECT value, COUNT(*) AS votes FROM feedback WHERE run_id = :run_id GROUP BY value;

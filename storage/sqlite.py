@@ -328,6 +328,13 @@ class SqliteStore:
             )
         )
 
+    async def record_feedback(self, run_id: str, user_id: str, value: str) -> bool:
+        async def work(db: aiosqlite.Connection) -> bool:
+            params = {"run_id": run_id, "user_id": user_id, "value": value, "at": time.time()}
+            return bool(await db.execute_fetchall(query("upsert_feedback"), params))
+
+        return await self._write(work)
+
     # -- reads --------------------------------------------------------------------------------
 
     async def _fetchall(self, sql: str, params: dict[str, Any] | None = None) -> list[sqlite3.Row]:
@@ -387,6 +394,10 @@ class SqliteStore:
             )
             for row in rows
         ]
+
+    async def feedback(self, run_id: str) -> dict[str, int]:
+        rows = await self._fetchall(query("select_feedback_counts"), {"run_id": run_id})
+        return {str(row["value"]): int(row["votes"]) for row in rows}
 
     async def usage(self, run_id: str) -> list[UsageTotal]:
         rows = await self._fetchall(query("select_usage"), {"run_id": run_id})

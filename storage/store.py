@@ -79,4 +79,13 @@ class Store(Protocol):
 
     async def usage(self, run_id: str) -> list[UsageTotal]: ...
 
+    async def record_feedback(self, run_id: str, user_id: str, value: str) -> bool:
+        """Record a person's vote on a run (their latest counts); False when nothing changed,
+        as when Slack replays a press."""
+        ...
+
+    async def feedback(self, run_id: str) -> dict[str, int]:
+        """Votes on a run by value, e.g. `{"good": 3, "bad": 1}`."""
+        ...
+
     async def close(self) -> None: ...
