@@ -13,7 +13,12 @@ from typing import Any
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.blocks import SlackMessage, classic_markdown_message, markdown_message
+from bot.blocks import (
+    SlackMessage,
+    classic_markdown_message,
+    defuse_mentions,
+    markdown_message,
+)
 from bot.capabilities import REFUSED_CONTENT, ChannelFacts, Feature
 from bot.slack_client import error_code, is_transient
 from scheduler.dag.state import Run
@@ -84,7 +89,8 @@ class ThreadWriter:
             buffer_size=STREAM_BUFFER,
         )
         try:
-            for piece in _stream_pieces(part):
+            # Streamed text is markdown Slack renders: model-written mentions are defused.
+            for piece in _stream_pieces(defuse_mentions(part)):
                 await stream.append(markdown_text=piece)
             await stream.stop(metadata=metadata)
         except Exception as error:

@@ -202,21 +202,21 @@ def test_model_mentions_are_inert_everywhere_dagbot_renders_them() -> None:
             )
         ),
     ):
-        rendered = message.text + json.dumps(_without_rich_text(message.blocks))
+        rendered = message.text + json.dumps(without_rich_text(message.blocks))
         for live in ("<!channel>", "<!here>", "<@U999>"):
             assert live not in rendered
     # The requester mention dagbot adds itself stays live.
     assert "<@U0ALICE>" in json.dumps(plan_message(view).blocks)
 
 
-def _without_rich_text(value: Any) -> Any:
+def without_rich_text(value: Any) -> Any:
     """Blocks minus the text of rich text elements, which Slack never parses for mentions."""
     if isinstance(value, dict):
         if value.get("type") == "text" and isinstance(value.get("text"), str):
             return {**value, "text": ""}
-        return {k: _without_rich_text(v) for k, v in value.items()}
+        return {k: without_rich_text(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_without_rich_text(v) for v in value]
+        return [without_rich_text(v) for v in value]
     return value
 
 

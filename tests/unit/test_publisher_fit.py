@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from bot.capabilities import ChannelFacts, Feature
 from scheduler.dag.plan import Plan, PlanTask, TaskKind
 from tests.fakes.slack_api import FakeSlack
+from tests.unit.test_plan_blocks import without_rich_text
 from tests.unit.test_publisher import (
     CHANNEL,
     db_path,
@@ -105,3 +108,19 @@ def test_channel_facts_expire() -> None:
     assert facts.refuses(Feature.PLAN_BLOCKS, "T1", "C1")
     now[0] = 60.0
     assert not facts.refuses(Feature.PLAN_BLOCKS, "T1", "C1")
+
+
+@pytest.mark.parametrize("stream", [True, False])
+async def test_mentions_the_model_writes_never_reach_slack_live(
+    slack: FakeSlack, db_path: str, stream: bool
+) -> None:
+    written = "Done, <!channel>! Ask <@U0BOSS> or <!subteam^S1|@ops>; <!here> too."
+    async with running(db_path, slack, executors(summary=lambda _: written)) as stack:
+        thread = await stack.submit(slack, make_plan(1), team_id=slack.team_id if stream else None)
+        await stack.settle(thread.run_id)
+        assert bool(slack.calls_to("chat.startStream")) == stream
+        # Rich text (the summary's card) is never parsed for mentions: left out of the check.
+        sent = json.dumps(without_rich_text([c.body for c in slack.calls]))
+        for live in ("<!channel>", "<@U0BOSS>", "<!subteam^S1|@ops>", "<!here>"):
+            assert live not in sent
+        assert "&lt;!channel&gt;" in sent
