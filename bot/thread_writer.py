@@ -19,6 +19,7 @@ from bot.blocks import (
     defuse_mentions,
     markdown_message,
 )
+from bot.budgeted_client import BudgetedWebClient
 from bot.capabilities import REFUSED_CONTENT, ChannelFacts, Feature
 from bot.slack_client import error_code, is_transient
 from scheduler.dag.state import Run
@@ -73,9 +74,11 @@ class ThreadWriter:
 
     def _can_stream(self, target: SlackTarget) -> bool:
         # chat.startStream needs the recipient's user and team ids outside DMs.
-        return bool(target.user and target.team_id) and not self.facts.refuses(
+        if not (target.user and target.team_id) or self.facts.refuses(
             Feature.STREAMING, target.team_id, target.channel
-        )
+        ):
+            return False
+        return _stream_budget_free(self._client)
 
     async def _stream_summary_part(
         self, target: SlackTarget, part: str, metadata: dict[str, Any]
@@ -146,6 +149,18 @@ class ThreadWriter:
             metadata=metadata,
         )
         return str(response["ts"])
+
+
+def _stream_budget_free(client: AsyncWebClient) -> bool:
+    """Whether a stream can start and stop now within Slack's Tier 2 budget.
+
+    Streaming is a nicety: when many summaries land at once, those past the budget are posted
+    whole (chat.postMessage, budgeted per channel) rather than wait a minute for their turn.
+    """
+    if not isinstance(client, BudgetedWebClient):
+        return True
+    budget, workspace = client.budget, client.workspace
+    return all(budget.delay(workspace, m) == 0.0 for m in ("chat.startStream", "chat.stopStream"))
 
 
 def _stream_pieces(markdown: str) -> list[str]:

@@ -147,7 +147,7 @@ async def test_a_bot_started_while_slack_is_down_keeps_every_mention(
     await bot.wait_idle()
     finished = await bot.run(run.id)
     assert finished.status is RunStatus.SUCCEEDED
-    assert bot.plan_message(finished).block_types[0] == "plan"
+    assert (await bot.plan_message(finished)).block_types[0] == "plan"
     # Later requests are authorized by auth.test, asked once it answers.
     again = await bot.mention("and now Berlin")
     assert again.status == 200
@@ -181,7 +181,7 @@ async def test_a_replayed_retry_press_does_not_rerun(bot: SlackBot) -> None:
     delivery = await bot.mention("try something that fails")
     await bot.wait_idle()
     run = await bot.run_in_thread(delivery.ts)
-    plan = bot.plan_message(run)
+    plan = await bot.plan_message(run)
     press = {
         "user": ALICE,
         "channel": CHANNEL,

@@ -1,155 +1,106 @@
-"""The fake Slack refuses what Slack refuses: content limits, block shapes, and outages."""
+"""The fake Slack's rate tiers (per method, per workspace) and its status timeout."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable
-from typing import Any
+from collections.abc import AsyncIterator
 
-import aiohttp
 import pytest
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from tests.fakes.slack_api import FakeSlack, Outage, fake_slack_server
+from tests.fakes.slack_api import (
+    POST_MESSAGE_BURST,
+    STATUS_TIMEOUT,
+    TIER_2,
+    TIER_3,
+    FakeClock,
+    FakeSlack,
+    fake_slack_server,
+)
+
+CHANNEL = "C0LIMITS"
 
 
 @pytest.fixture
 async def slack() -> AsyncIterator[FakeSlack]:
-    async with fake_slack_server() as server:
+    # A clock that only moves when told: every window is exactly where the test puts it.
+    async with fake_slack_server(clock=FakeClock(speed=1e-9)) as server:
         yield server
 
 
-@pytest.fixture
-def client(slack: FakeSlack) -> AsyncWebClient:
-    return AsyncWebClient(token=slack.bot_token, base_url=slack.base_url)
+def client_of(slack: FakeSlack, token: str | None = None) -> AsyncWebClient:
+    # No retry handlers: the test sees each 429 itself.
+    return AsyncWebClient(token=token or slack.bot_token, base_url=slack.base_url)
 
 
-async def _error_of(call: Awaitable[object]) -> str:
+async def limited(call: object) -> SlackApiError:
     with pytest.raises(SlackApiError) as raised:
-        await call
-    return str(raised.value.response["error"])
+        await call  # type: ignore[misc]
+    return raised.value
 
 
-def _rich(text: str) -> dict[str, Any]:
-    return {
-        "type": "rich_text",
-        "elements": [{"type": "rich_text_section", "elements": [{"type": "text", "text": text}]}],
+async def test_chat_update_is_tier_3_per_workspace(slack: FakeSlack) -> None:
+    client = client_of(slack)
+    posted = await client.chat_postMessage(channel=CHANNEL, text="x")
+    for _ in range(TIER_3):
+        await client.chat_update(channel=CHANNEL, ts=posted["ts"], text="y")
+    error = await limited(client.chat_update(channel=CHANNEL, ts=posted["ts"], text="z"))
+    assert error.response.status_code == 429
+    assert error.response["error"] == "ratelimited"
+    assert int(error.response.headers["Retry-After"]) >= 1
+    assert slack.tier_limited == 1
+
+    # Another workspace has its own budget.
+    slack.add_workspace("xoxb-other-workspace", "T0OTHER")
+    other = client_of(slack, "xoxb-other-workspace")
+    mine = await other.chat_postMessage(channel="C0OTHER", text="x")
+    await other.chat_update(channel="C0OTHER", ts=mine["ts"], text="y")
+
+    # A minute later the window has moved on.
+    slack.clock.advance(60)
+    await client.chat_update(channel=CHANNEL, ts=posted["ts"], text="again")
+
+
+async def test_streams_are_tier_2(slack: FakeSlack) -> None:
+    client = client_of(slack)
+    root = slack.add_message(CHANNEL, "hi", user="U0ALICE")
+    starts = {
+        "channel": CHANNEL,
+        "thread_ts": root.ts,
+        "recipient_team_id": slack.team_id,
+        "recipient_user_id": "U0ALICE",
     }
+    for _ in range(TIER_2):
+        await client.api_call("chat.startStream", json=starts)
+    error = await limited(client.api_call("chat.startStream", json=starts))
+    assert error.response.status_code == 429
 
 
-def _card(**fields: Any) -> dict[str, Any]:
-    return {"type": "task_card", "task_id": "t1", "title": "Fetch", "status": "pending", **fields}
+async def test_post_message_is_about_one_a_second_per_channel(slack: FakeSlack) -> None:
+    client = client_of(slack)
+    for _ in range(POST_MESSAGE_BURST):
+        await client.chat_postMessage(channel=CHANNEL, text="burst")
+    error = await limited(client.chat_postMessage(channel=CHANNEL, text="one too many"))
+    assert error.response.status_code == 429
+    await client.chat_postMessage(channel="C0ELSEWHERE", text="another channel is fine")
+    slack.clock.advance(1.0)
+    await client.chat_postMessage(channel=CHANNEL, text="a second later")
 
 
-def _plan(*cards: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "plan", "title": "A plan", "tasks": list(cards)}
-
-
-def _feedback(**overrides: Any) -> dict[str, Any]:
-    element = {
-        "type": "feedback_buttons",
-        "action_id": "dagbot_feedback",
-        "positive_button": {"text": {"type": "plain_text", "text": "👍"}, "value": "good"},
-        "negative_button": {"text": {"type": "plain_text", "text": "👎"}, "value": "bad"},
-        **overrides,
-    }
-    return {"type": "context_actions", "elements": [element]}
-
-
-def _section(text: str) -> dict[str, Any]:
-    return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
-
-
-ACCEPTED = [
-    pytest.param([_plan(_card(output=_rich("done"), details=_rich("tool")))], id="full card"),
-    pytest.param(
-        [_plan(_card(sources=[{"type": "url", "url": "https://a.example", "text": "a"}]))],
-        id="sources",
-    ),
-    pytest.param([_feedback()], id="feedback buttons"),
-    pytest.param([_section("y" * 3000)] * 4, id="12000 chars of blocks"),
-]
-
-REFUSED = [
-    pytest.param({"text": "x" * 40_001}, "msg_too_long", id="text past 40000"),
-    pytest.param({"text": "x", "blocks": [{"type": "divider"}] * 51}, "invalid_blocks", id="51"),
-    pytest.param({"blocks": [_section("y" * 3001)]}, "invalid_blocks", id="section 3001"),
-    pytest.param(
-        {"blocks": [{"type": "markdown", "text": "z" * 12_001}]}, "invalid_blocks", id="md 12001"
-    ),
-    pytest.param(
-        {"blocks": [_section("y" * 3000)] * 4 + [_section("!")]},
-        "msg_blocks_too_long",
-        id="blocks text past 12000",
-    ),
-    pytest.param(
-        {"blocks": [_plan(*[_card(task_id=f"t{i}", title="t" * 600) for i in range(21)])]},
-        "msg_blocks_too_long",
-        id="task card titles count",
-    ),
-    pytest.param({"blocks": [_plan(_card(title=""))]}, "invalid_blocks", id="empty title"),
-    pytest.param({"blocks": [_plan(_card(title="  "))]}, "invalid_blocks", id="blank title"),
-    pytest.param({"blocks": [_plan(_card(title=None))]}, "invalid_blocks", id="no title"),
-    pytest.param({"blocks": [_plan(_card(status="done"))]}, "invalid_blocks", id="bad status"),
-    pytest.param({"blocks": [_plan(_card(status=None))]}, "invalid_blocks", id="no status"),
-    pytest.param({"blocks": [_plan(_card(output=_rich("")))]}, "invalid_blocks", id="empty out"),
-    pytest.param({"blocks": [_rich("")]}, "invalid_blocks", id="empty rich text"),
-    pytest.param({"blocks": [_plan(_card(sources=[{"type": "url"}]))]}, "invalid_blocks", id="src"),
-    pytest.param({"blocks": [_section("")]}, "invalid_blocks", id="empty section"),
-    pytest.param(
-        {"blocks": [_feedback(positive_button={"value": "good"})]}, "invalid_blocks", id="no text"
-    ),
-    pytest.param(
-        {"blocks": [_feedback(negative_button=None)]}, "invalid_blocks", id="one feedback button"
-    ),
-    pytest.param(
-        {"blocks": [{"type": "context_actions", "elements": [_feedback()["elements"][0]] * 6}]},
-        "invalid_blocks",
-        id="six context actions",
-    ),
-    pytest.param(
-        {"blocks": [{"type": "context_actions", "elements": [{"type": "button"}]}]},
-        "invalid_blocks",
-        id="button in context actions",
-    ),
-]
-
-
-@pytest.mark.parametrize("blocks", ACCEPTED)
-async def test_what_slack_accepts_is_accepted(
-    client: AsyncWebClient, blocks: list[dict[str, Any]]
-) -> None:
-    posted = await client.chat_postMessage(channel="C1", text="fallback", blocks=blocks)
-    assert posted["ok"]
-
-
-@pytest.mark.parametrize(("kwargs", "error"), REFUSED)
-@pytest.mark.parametrize("method", ["chat.postMessage", "chat.update"])
-async def test_what_slack_refuses_is_refused(
-    client: AsyncWebClient, kwargs: dict[str, Any], error: str, method: str
-) -> None:
-    body: dict[str, Any] = {"channel": "C1", "text": "fallback", **kwargs}
-    if method == "chat.update":
-        posted = await client.chat_postMessage(channel="C1", text="first")
-        body["ts"] = posted["ts"]
-    assert await _error_of(client.api_call(method, json=body)) == error
-
-
-@pytest.mark.parametrize("kind", ["html", "text", "bad_json"])
-async def test_an_outage_answers_what_is_not_json(
-    slack: FakeSlack, client: AsyncWebClient, kind: Outage
-) -> None:
-    slack.outage(kind)
-    with pytest.raises(SlackApiError):
-        await client.chat_postMessage(channel="C1", text="hello")
-    assert slack.calls[-1].error == f"outage:{kind}"
-    slack.restore()
-    assert (await client.chat_postMessage(channel="C1", text="hello"))["ok"]
-
-
-async def test_an_outage_can_drop_connections(slack: FakeSlack, client: AsyncWebClient) -> None:
-    slack.outage("connection")
-    with pytest.raises(aiohttp.ClientError):
-        await client.auth_test()
-    slack.restore()
-    assert (await client.auth_test())["ok"]
+async def test_status_expires_after_two_minutes_unless_set_again(slack: FakeSlack) -> None:
+    client = client_of(slack)
+    root = slack.add_message(CHANNEL, "hi", user="U0ALICE")
+    await client.assistant_threads_setStatus(
+        channel_id=CHANNEL, thread_ts=root.ts, status="is planning…"
+    )
+    slack.clock.advance(STATUS_TIMEOUT - 10)
+    assert slack.status_of(CHANNEL, root.ts) == "is planning…"
+    await client.assistant_threads_setStatus(
+        channel_id=CHANNEL, thread_ts=root.ts, status="is planning…"
+    )
+    slack.clock.advance(STATUS_TIMEOUT - 10)
+    assert slack.status_of(CHANNEL, root.ts) == "is planning…"
+    assert slack.expired_statuses == []
+    slack.clock.advance(10)
+    assert slack.status_of(CHANNEL, root.ts) is None
+    assert slack.expired_statuses == [(CHANNEL, root.ts)]
