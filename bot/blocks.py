@@ -43,7 +43,7 @@ from bot.block_kit import (
     truncate_mrkdwn,
 )
 from bot.markdown import escape_mrkdwn, markdown_to_mrkdwn, split_markdown
-from bot.payloads import FEEDBACK_ACTION, FEEDBACK_BAD, FEEDBACK_GOOD
+from bot.payloads import FEEDBACK_ACTION
 from bot.plan_blocks import (
     CANCEL_ACTION,
     DETAIL_LEVELS,
@@ -66,7 +66,7 @@ from bot.plan_blocks import (
     task_details,
     task_title,
 )
-from bot.wording import TRUNCATED, one_line, run_word, truncate
+from bot.wording import FEEDBACK_BAD, FEEDBACK_GOOD, TRUNCATED, one_line, run_word, truncate
 from scheduler.dag.plan import TaskKind
 from scheduler.dag.state import Run, RunView
 

@@ -15,6 +15,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from bot.wording import FEEDBACK_BAD, FEEDBACK_GOOD
+
 log = logging.getLogger("dagbot.intake")
 
 COMMAND = "/dagbot"
@@ -244,8 +246,6 @@ PRESS_KINDS: Mapping[str, PressKind] = {
     RETRY_ACTION: PressKind.RETRY,
     FEEDBACK_ACTION: PressKind.FEEDBACK,
 }
-FEEDBACK_GOOD = "good"
-FEEDBACK_BAD = "bad"
 VOTES = frozenset({FEEDBACK_GOOD, FEEDBACK_BAD})
 
 

@@ -27,6 +27,7 @@ class Settings(BaseSettings):
     slack_signing_secret: SecretStr | None = Field(default=None, alias="SLACK_SIGNING_SECRET")
     slack_api_url: str | None = Field(default=None, alias="SLACK_API_URL")
     port: int = Field(default=3000, ge=1, le=65535, alias="PORT")
+    host: str = Field(default="0.0.0.0", min_length=1, alias="DAGBOT_HOST")
 
     openai_api_key: SecretStr | None = Field(default=None, alias="OPENAI_API_KEY")
     openai_base_url: str | None = Field(default=None, alias="OPENAI_BASE_URL")
@@ -85,6 +86,16 @@ class Settings(BaseSettings):
                 value = value.get_secret_value()
             if not value:
                 raise ConfigError(f"{variable} is not set; it is required to run this command.")
+
+    def require_llm_key(self) -> None:
+        """OPENAI_API_KEY is needed against OpenAI itself; with OPENAI_BASE_URL it is optional,
+        since local OpenAI-compatible servers (Ollama, vLLM, llama.cpp) usually take none."""
+        key = self.openai_api_key.get_secret_value() if self.openai_api_key else ""
+        if not key and not self.openai_base_url:
+            raise ConfigError(
+                "OPENAI_API_KEY is not set: set it to use OpenAI, or set OPENAI_BASE_URL to use "
+                "an OpenAI-compatible server."
+            )
 
 
 RETRY_KEYS = (*(kind.value for kind in TaskKind), PLANNING)

@@ -41,6 +41,10 @@ TASK_WORDS: Mapping[TaskStatus, str] = MappingProxyType(
 )
 """A task's status as a person reads it."""
 
+FEEDBACK_GOOD = "good"
+FEEDBACK_BAD = "bad"
+"""The two votes of a summary's feedback buttons (👍, 👎)."""
+
 PROBLEM_STATUSES = (TaskStatus.FAILED, TaskStatus.SKIPPED, TaskStatus.CANCELLED)
 """Statuses that end a task without its result: each is named in the progress line."""
 
@@ -95,3 +99,9 @@ def more_tasks(count: int, detail: str = "") -> str:
     """The line that stands for tasks not shown: `… and 12 more tasks not shown: 12 pending`."""
     line = f"… and {plural(count, 'more task')} not shown"
     return f"{line}: {detail}" if detail else line
+
+
+def feedback_line(votes: Mapping[str, int]) -> str:
+    """`Feedback: 3 👍 · 1 👎` (the summary's feedback buttons), or that there is none yet."""
+    good, bad = votes.get(FEEDBACK_GOOD, 0), votes.get(FEEDBACK_BAD, 0)
+    return f"Feedback: {good} 👍 · {bad} 👎" if good or bad else "Feedback: none yet"

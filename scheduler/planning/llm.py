@@ -153,6 +153,14 @@ class LLM:
             raise task_error(
                 error, timeout=self.timeout, base_url=self.base_url, secrets=self._secrets
             ) from None
+        if not isinstance(response, ChatCompletion):
+            # The SDK hands back the body as it came when it is not JSON (an HTML page from a
+            # proxy, or a base URL that is a website rather than an API).
+            raise TaskError(
+                f"The language model at {public_url(self.base_url)} did not answer with a chat "
+                f"completion (the answer began {_preview(response)!r}); check OPENAI_BASE_URL.",
+                retryable=False,
+            )
         completion = completion_from(response, model=self.model)
         await usage(completion.model, completion.prompt_tokens, completion.completion_tokens)
         return completion
@@ -250,6 +258,11 @@ def public_url(url: str) -> str:
     host = parts.hostname or ""
     netloc = f"{host}:{parts.port}" if parts.port else host
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def _preview(answer: object, limit: int = 60) -> str:
+    text = " ".join(str(answer).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _wire(message: Message) -> ChatCompletionMessageParam:

@@ -35,6 +35,7 @@ from scheduler.tools.mcp_config import (
     McpConfigError,
     StdioServer,
     load_mcp_config,
+    resolve_command,
 )
 from scheduler.tools.tool_output import error_text, result_text
 
@@ -370,7 +371,10 @@ class _Connection:
             return _http_transport(config)
         assert tail is not None
         params = StdioServerParameters(
-            command=config.command, args=config.args, env=config.env, cwd=config.cwd
+            command=resolve_command(config.command),
+            args=config.args,
+            env=config.env,
+            cwd=config.cwd,
         )
         return stdio_client(params, errlog=tail.writer)
 

@@ -123,6 +123,8 @@ class Reply:
     headers: Mapping[str, str] = field(default_factory=dict)
     prompt_tokens: int = 11
     completion_tokens: int = 7
+    page: str | None = None
+    """A 200 answer that is a web page, not JSON: what a proxy or a wrong base URL sends."""
 
     @classmethod
     def text(cls, content: str, **kwargs: Any) -> Reply:
@@ -132,6 +134,10 @@ class Reply:
     def json(cls, value: Any, **kwargs: Any) -> Reply:
         """A completion whose content is `value` encoded as JSON (a structured-output answer)."""
         return cls(content=json.dumps(value), **kwargs)
+
+    @classmethod
+    def web_page(cls, html: str = "<html><body>Please sign in</body></html>") -> Reply:
+        return cls(page=html)
 
     @classmethod
     def refused(cls, reason: str = "I can't help with that.") -> Reply:
@@ -220,6 +226,8 @@ class FakeOpenAI:
         reply = await self._reply_for(request)
         if reply.status != 200:
             return _error_response(reply)
+        if reply.page is not None:
+            return web.Response(text=reply.page, content_type="text/html")
         completion_id = f"chatcmpl-fake-{next(self._ids)}"
         model = request.model or "fake-model"
         if request.is_stream:

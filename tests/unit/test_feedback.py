@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from bot.cli import feedback_line
 from bot.payloads import FEEDBACK_ACTION, PressKind, parse_press
+from bot.wording import feedback_line
 from storage.records import NewRun
 from storage.sqlite import SqliteStore
 
