@@ -9,6 +9,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from scheduler.dag.plan import TaskKind
 from scheduler.dag.retry import PLANNING, RetryPolicies, RetryPolicy
+from scheduler.planning.shortlist import DEFAULT_MAX_TOOL_TOKENS, DEFAULT_MAX_TOOLS
 
 DEFAULT_MODEL = "gpt-5-mini"
 
@@ -69,6 +70,13 @@ class Settings(BaseSettings):
             default=policy(default),
             overrides={key: policy(attempts) for key, attempts in overrides.items()},
         )
+
+    planner_max_tools: int = Field(
+        default=DEFAULT_MAX_TOOLS, ge=1, le=1000, alias="DAGBOT_PLANNER_MAX_TOOLS"
+    )
+    planner_max_tool_tokens: int = Field(
+        default=DEFAULT_MAX_TOOL_TOKENS, ge=100, alias="DAGBOT_PLANNER_MAX_TOOL_TOKENS"
+    )
 
     def mcp_config_path(self) -> Path | None:
         """DAGBOT_MCP_CONFIG, else ./mcp.json when it exists, else None (no tools)."""

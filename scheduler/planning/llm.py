@@ -14,7 +14,7 @@ from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 import openai
-from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
+from openai.types.chat import ChatCompletion, ChatCompletionMessage, ChatCompletionMessageParam
 from openai.types.shared_params import ResponseFormatJSONSchema
 from pydantic import SecretStr
 
@@ -65,6 +65,8 @@ class Completion:
     model: str
     prompt_tokens: int
     completion_tokens: int
+    tool_calls: tuple[str, ...] = ()
+    """Tools the model called instead of answering (some servers offer tools regardless)."""
 
     @property
     def truncated(self) -> bool:
@@ -187,7 +189,19 @@ def completion_from(response: ChatCompletion, *, model: str) -> Completion:
         model=response.model or model,
         prompt_tokens=prompt_tokens,
         completion_tokens=completion_tokens,
+        tool_calls=tool_call_names(choice.message),
     )
+
+
+def tool_call_names(message: ChatCompletionMessage) -> tuple[str, ...]:
+    """The tools a message calls: function and custom tool calls, and the legacy function_call."""
+    names = [
+        call.function.name if call.type == "function" else call.custom.name
+        for call in message.tool_calls or ()
+    ]
+    if message.function_call is not None:
+        names.append(message.function_call.name)
+    return tuple(names)
 
 
 def task_error(
