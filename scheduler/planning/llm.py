@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 import openai
@@ -20,6 +20,7 @@ from pydantic import SecretStr
 
 from scheduler.dag.executors import UsageSink
 from scheduler.errors import TaskError
+from scheduler.planning.messages import Message
 
 OPENAI_URL = "https://api.openai.com/v1"
 LOCAL_SERVER_KEY = "not-needed"
@@ -44,15 +45,6 @@ class LLMSettings(Protocol):
     def model(self) -> str: ...
     @property
     def llm_timeout(self) -> float: ...
-
-
-Role = Literal["system", "user", "assistant"]
-
-
-@dataclass(frozen=True, kw_only=True)
-class Message:
-    role: Role
-    content: str
 
 
 @dataclass(frozen=True, kw_only=True)

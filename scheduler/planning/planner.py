@@ -21,7 +21,8 @@ from scheduler.dag.plan import Plan, TaskKind
 from scheduler.dag.schemas import schema_problem
 from scheduler.dag.validation import DEFAULT_MAX_TASKS, validate_plan
 from scheduler.errors import PlanningFailed, TaskError
-from scheduler.planning.llm import LLM, Completion, Message
+from scheduler.planning.llm import LLM, Completion
+from scheduler.planning.messages import Message
 from scheduler.planning.prompts import planner_messages, repair_message, truncate
 from scheduler.planning.shortlist import Budget, shortlist, with_tools
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from scheduler.dag.catalogue import ToolSpec
 from scheduler.dag.executors import History
-from scheduler.planning.llm import Message
+from scheduler.planning.messages import Message
 
 HISTORY_BUDGET = 4_000
 """Characters of each earlier summary shown to the planner."""

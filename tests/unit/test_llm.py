@@ -11,7 +11,8 @@ from pydantic import SecretStr
 
 from bot.settings import Settings
 from scheduler.errors import TaskError
-from scheduler.planning.llm import LLM, LOCAL_SERVER_KEY, Message, public_url, redact
+from scheduler.planning.llm import LLM, LOCAL_SERVER_KEY, public_url, redact
+from scheduler.planning.messages import Message
 from tests.fakes.openai_server import ChatRequest, FakeOpenAI, Reply, UsageCall, UsageLog
 
 HELLO = [Message(role="system", content="Be brief."), Message(role="user", content="Say hi.")]
