@@ -6,6 +6,7 @@ import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime, tzinfo
 
+from bot import wording
 from scheduler.dag.plan import Plan, PlanTask, TaskKind
 from scheduler.dag.state import RunView, TaskState
 from storage.records import Event, EventKind, RunRecord, RunStatus, TaskStatus
@@ -29,11 +30,8 @@ GOAL_CHARS = 70
 
 
 def truncate(text: str, limit: int) -> str:
-    """At most `limit` characters, saying how much was cut."""
-    if len(text) <= limit:
-        return text
-    cut = len(text) - limit
-    return f"{text[:limit].rstrip()}… ({cut} more characters)"
+    """At most `limit` characters, ending with the same marker as in Slack when anything was cut."""
+    return wording.truncate(text, limit)
 
 
 def one_line(text: str, limit: int = LINE_CHARS) -> str:
@@ -137,20 +135,11 @@ def _task_note(task: TaskState) -> str | None:
 
 
 def render_progress(view: RunView) -> str:
-    """`3 of 5 done · 1 running · 1 failed`."""
+    """`Run r1 · Running · 3 of 5 tasks done · 1 running · 1 failed`: the Slack plan's line."""
     if not view.tasks:
-        return f"Run {view.run.id} · {view.run.status.value}"
-    counts: dict[TaskStatus, int] = {}
-    for task in view.tasks:
-        counts[task.status] = counts.get(task.status, 0) + 1
-    done = sum(n for status, n in counts.items() if status.finished)
-    parts = [f"{done} of {len(view.tasks)} done"]
-    parts += [
-        f"{counts[status]} {status.value}"
-        for status in (TaskStatus.RUNNING, TaskStatus.FAILED, TaskStatus.SKIPPED)
-        if counts.get(status)
-    ]
-    return f"Run {view.run.id} · {view.run.status.value} · " + " · ".join(parts)
+        return f"Run {view.run.id} · {wording.RUN_WORDS[view.run.status]}"
+    line = wording.progress_line(view.run.status, (task.status for task in view.tasks))
+    return f"Run {view.run.id} · {line}"
 
 
 # -- one line per event (when stdout is not a terminal) -------------------------------------------

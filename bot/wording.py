@@ -1,8 +1,8 @@
 """dagbot's one vocabulary: status words, truncation and the progress line, for every renderer.
 
-The Slack renderer (plan message, replies, App Home) uses these today; the terminal renderer is
-meant to use the same words, so that a run reads the same wherever it is shown. Pure functions of
-plain data; nothing here knows about Slack or the terminal.
+The Slack renderer (plan message, replies, App Home) and the terminal (progress line, truncated
+outputs) use these, so that a run reads the same wherever it is shown. Pure functions of plain
+data; nothing here knows about Slack or the terminal.
 """
 
 from __future__ import annotations

@@ -87,7 +87,7 @@ def view(
     [
         ("short", 10, "short"),
         ("exactly10!", 10, "exactly10!"),
-        ("a" * 12, 10, "aaaaaaaaaa… (2 more characters)"),
+        ("a" * 40, 20, "aaaaaaa… (truncated)"),
     ],
 )
 def test_truncate(text: str, limit: int, expected: str) -> None:
@@ -213,7 +213,7 @@ def test_progress_counts_tasks_by_status() -> None:
         }
     )
 
-    assert render_progress(running) == "Run r1 · running · 1 of 4 done · 1 running"
+    assert render_progress(running) == "Run r1 · Running · 1 of 4 tasks done · 1 running"
 
 
 # -- one line per event ---------------------------------------------------------------------------

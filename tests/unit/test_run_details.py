@@ -125,7 +125,7 @@ def test_run_details_show_start_times_arguments_and_every_attempt() -> None:
     assert "    output: line one" in lines
     assert "            line two" in lines
     assert "    error:  HTTP 500" in lines or "    error: HTTP 500" in lines
-    assert "z" * 600 + "…(100morecharacters)" in text.replace("\n", "").replace(" ", "")
+    assert "z" * 587 + "…(truncated)" in text.replace("\n", "").replace(" ", "")
     assert lines[-1] == "Tokens in all: 180 tokens (150 prompt + 30 completion, 3 calls, m)"
 
 
