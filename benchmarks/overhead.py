@@ -24,6 +24,8 @@ import aiosqlite
 from scheduler.dag.engine import Engine, EngineConfig
 from scheduler.dag.executors import TaskContext
 from scheduler.dag.plan import Plan, PlanTask, TaskKind
+from storage.errors import LeaseLost
+from storage.leases import Owner
 from storage.records import Event, Transition
 from storage.sqlite import SqliteStore
 
@@ -47,8 +49,13 @@ def wide_plan(tasks: int, width: int, seed: int = 1) -> Plan:
 class CommitEachTransition(SqliteStore):
     """The same store with group commit disabled: one transaction per transition."""
 
-    def __init__(self, writer: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
-        super().__init__(writer, reader)
+    def __init__(
+        self,
+        writer: aiosqlite.Connection,
+        reader: aiosqlite.Connection,
+        owner: Owner | None = None,
+    ) -> None:
+        super().__init__(writer, reader, owner)
         self._one_at_a_time = asyncio.Lock()
 
     def record(self, transition: Transition) -> asyncio.Future[Event]:
@@ -58,6 +65,8 @@ class CommitEachTransition(SqliteStore):
         async with self._one_at_a_time:
             unused: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
             [event] = await self._write_batch([(transition, time.time(), unused)])
+        if isinstance(event, LeaseLost):
+            raise event
         return event
 
 

@@ -13,3 +13,14 @@ class UnsupportedDatabaseURL(StorageError):
 
 class DatabaseUnusable(StorageError):
     """The database file is corrupt, is not dagbot's, or was written by a newer dagbot."""
+
+
+class LeaseLost(StorageError):
+    """This process no longer owns the run (its lease expired and another process took it)."""
+
+    @classmethod
+    def of(cls, run_id: str) -> LeaseLost:
+        return cls(
+            f"run {run_id} is no longer owned by this process (its lease expired and another "
+            "process took it over); this process stopped working on it"
+        )

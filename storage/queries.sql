@@ -55,10 +55,21 @@ CREATE TABLE usage (
 );
 CREATE INDEX usage_run ON usage (run_id);
 
+-- name: migration_2
+-- Ownership: every unfinished run is leased to one live process (storage/leases.py).
+-- DOUBLE PRECISION: the same text migrates PostgreSQL, where REAL would be 4 bytes.
+ALTER TABLE runs ADD COLUMN owner TEXT;
+ALTER TABLE runs ADD COLUMN owner_kind TEXT NOT NULL DEFAULT 'bot';
+ALTER TABLE runs ADD COLUMN lease_expires_at DOUBLE PRECISION;
+CREATE INDEX runs_unfinished_by_owner ON runs (owner) WHERE status IN ('planning', 'running');
+CREATE INDEX runs_unfinished_by_kind ON runs (owner_kind, created_at)
+    WHERE status IN ('planning', 'running');
+
 -- name: insert_run
 INSERT INTO runs (id, goal, status, requester, thread_key, parent_run_id, meta_json,
-                  created_at, updated_at)
-VALUES (:id, :goal, :status, :requester, :thread_key, :parent_run_id, :meta_json, :at, :at);
+                  created_at, updated_at, owner, owner_kind, lease_expires_at)
+VALUES (:id, :goal, :status, :requester, :thread_key, :parent_run_id, :meta_json, :at, :at,
+        :owner, :owner_kind, :expires);
 
 -- name: set_plan
 UPDATE runs SET plan_json = :plan_json, status = :status, updated_at = :at WHERE id = :id;
@@ -135,3 +146,37 @@ VALUES (:run_id, :task_id, :model, :prompt_tokens, :completion_tokens, :at);
 SELECT task_id, model, SUM(prompt_tokens) AS prompt_tokens,
        SUM(completion_tokens) AS completion_tokens, COUNT(*) AS calls
 FROM usage WHERE run_id = :run_id GROUP BY task_id, model ORDER BY MIN(id);
+
+-- name: claim_expired_runs
+-- The caller's transaction is BEGIN IMMEDIATE: no other process can claim in between.
+UPDATE runs SET owner = :owner, lease_expires_at = :expires
+WHERE id IN (
+    SELECT id FROM runs
+    WHERE status IN ('planning', 'running') AND owner_kind = :kind
+      AND (lease_expires_at IS NULL OR lease_expires_at < :now)
+    ORDER BY created_at LIMIT :limit
+)
+RETURNING id;
+
+-- name: claim_run
+-- One run, by id: free when its lease expired, when it is already ours, or when it finished.
+UPDATE runs SET owner = :owner, lease_expires_at = :expires
+WHERE id = :id AND owner_kind = :kind
+  AND (owner = :owner OR lease_expires_at IS NULL OR lease_expires_at < :now
+       OR status NOT IN ('planning', 'running'))
+RETURNING id;
+
+-- name: renew_leases
+UPDATE runs SET lease_expires_at = :expires
+WHERE owner = :owner AND status IN ('planning', 'running')
+RETURNING id;
+
+-- name: release_leases
+UPDATE runs SET lease_expires_at = 0 WHERE owner = :owner AND status IN ('planning', 'running');
+
+-- name: select_lease
+SELECT owner, owner_kind, lease_expires_at FROM runs WHERE id = :id;
+
+-- name: select_owned
+-- Which of the runs in the JSON array :ids this process still owns (checked in every commit).
+SELECT id FROM runs WHERE owner = :owner AND id IN (SELECT value FROM json_each(:ids));

@@ -20,7 +20,8 @@ from urllib.parse import urlparse
 
 import aiosqlite
 
-from storage.errors import StorageError, UnsupportedDatabaseURL
+from storage.errors import LeaseLost, StorageError, UnsupportedDatabaseURL
+from storage.leases import CLAIM_BATCH, Lease, Owner, OwnerKind
 from storage.opening import check_header, connect, migrate
 from storage.records import (
     Event,
@@ -29,11 +30,22 @@ from storage.records import (
     RunRecord,
     RunStatus,
     TaskRecord,
-    TaskStatus,
     Transition,
     UsageRecord,
     UsageTotal,
 )
+from storage.rows import event as _event
+from storage.rows import (
+    event_from_row,
+    merge_meta,
+    new_run_row,
+    run_update_row,
+    task_update_row,
+    usage_from_row,
+)
+from storage.rows import event_row as _event_row
+from storage.rows import run_from_row as _run
+from storage.rows import task_from_row as _task
 from storage.sql import query
 
 INBOX_RETENTION_SECONDS = 7 * 24 * 3600
@@ -57,13 +69,19 @@ def sqlite_path(database_url: str) -> str:
     return path
 
 
-async def open_store(database_url: str) -> SqliteStore:
+async def open_store(database_url: str, *, owner: Owner | None = None) -> SqliteStore:
     """Open (creating if needed) and migrate the store named by DATABASE_URL."""
-    return await SqliteStore.open(sqlite_path(database_url))
+    return await SqliteStore.open(sqlite_path(database_url), owner=owner)
 
 
 class SqliteStore:
-    def __init__(self, writer: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
+    def __init__(
+        self,
+        writer: aiosqlite.Connection,
+        reader: aiosqlite.Connection,
+        owner: Owner | None = None,
+    ) -> None:
+        self.owner = owner or Owner()
         self._writer = writer
         self._reader = reader
         self._write_lock = asyncio.Lock()
@@ -77,7 +95,7 @@ class SqliteStore:
         self._flusher: asyncio.Task[None] | None = None
 
     @classmethod
-    async def open(cls, path: str) -> SqliteStore:
+    async def open(cls, path: str, *, owner: Owner | None = None) -> SqliteStore:
         memory = path == ":memory:"
         if not memory:
             check_header(Path(path))
@@ -87,7 +105,7 @@ class SqliteStore:
             await migrate(writer, path)
             # An in-memory database exists only for its own connection: read through it too.
             reader = writer if memory else await connect(path)
-            store = cls(writer, reader)
+            store = cls(writer, reader, owner)
             before = time.time() - INBOX_RETENTION_SECONDS
             await store._write(_statement(query("prune_inbox"), {"before": before}))
         except BaseException:
@@ -102,6 +120,9 @@ class SqliteStore:
         while self._writes or (self._flusher is not None and not self._flusher.done()):
             waiting = [*self._writes, *([self._flusher] if self._flusher else [])]
             await asyncio.wait(waiting)
+        with contextlib.suppress(StorageError):
+            # A clean stop hands this process's unfinished runs to the next one at once.
+            await self._write(_statement(query("release_leases"), {"owner": self.owner.id}))
         if self._reader is not self._writer:
             await self._reader.close()
         await self._writer.close()
@@ -159,16 +180,7 @@ class SqliteStore:
         """
         now = time.time()
         run_id = uuid.uuid4().hex[:10]
-        row = {
-            "id": run_id,
-            "goal": new.goal,
-            "status": RunStatus.PLANNING.value,
-            "requester": new.requester,
-            "thread_key": new.thread_key,
-            "parent_run_id": new.parent_run_id,
-            "meta_json": json.dumps(new.meta),
-            "at": now,
-        }
+        row = new_run_row(run_id, new, now, self.owner)
         created = Transition(run_id=run_id, kind=EventKind.RUN_CREATED)
 
         async def work(db: aiosqlite.Connection) -> int | None:
@@ -214,6 +226,7 @@ class SqliteStore:
         ]
 
         async def work(db: aiosqlite.Connection) -> int:
+            await self._check_owned(db, [run_id])
             await db.execute(query("set_plan"), run_row)
             await db.executemany(query("insert_task"), task_rows)
             return await _append_event(db, planned, now)
@@ -250,44 +263,55 @@ class SqliteStore:
                 if not isinstance(error, Exception):
                     raise
                 continue
-            for (_, _, future), event in zip(batch, events, strict=True):
-                if not future.done():
-                    future.set_result(event)
+            for (_, _, future), outcome in zip(batch, events, strict=True):
+                if future.done():
+                    continue
+                if isinstance(outcome, LeaseLost):
+                    future.set_exception(outcome)
+                else:
+                    future.set_result(outcome)
 
-    async def _write_batch(self, batch: Sequence[_Pending]) -> list[Event]:
-        run_updates = [
-            {"run_id": t.run_id, "status": t.run_status.value, "error": t.error, "at": at}
-            for t, at, _ in batch
-            if t.run_status is not None
-        ]
-        task_updates = [
-            {
-                "run_id": t.run_id,
-                "task_id": t.task_id,
-                "status": t.task_status.value,
-                "attempt_increment": 1 if t.new_attempt else 0,
-                "output": t.output,
-                "error": t.error,
-                "at": at,
-            }
-            for t, at, _ in batch
-            if t.task_status is not None
-        ]
-        event_rows = [_event_row(t, at) for t, at, _ in batch]
+    async def _write_batch(self, batch: Sequence[_Pending]) -> list[Event | LeaseLost]:
+        owned: set[str] = set()
 
         # One statement per kind of row, each one hop to the connection's thread.
         async def work(db: aiosqlite.Connection) -> int:
+            # The lease is checked in the commit itself: a process that lost a run records
+            # nothing more for it, however long it was paused.
+            owned.update(await self._owned(db, {t.run_id for t, _, _ in batch}))
+            kept = [(t, at) for t, at, _ in batch if t.run_id in owned]
+            task_updates = [task_update_row(t, at) for t, at in kept if t.task_status is not None]
+            run_updates = [run_update_row(t, at) for t, at in kept if t.run_status is not None]
             if task_updates:
                 await db.executemany(query("update_task"), task_updates)
             if run_updates:
                 await db.executemany(query("update_run_status"), run_updates)
-            await db.executemany(query("insert_event"), event_rows)
+            if kept:
+                await db.executemany(query("insert_event"), [_event_row(t, at) for t, at in kept])
             [(last,)] = await db.execute_fetchall("SELECT last_insert_rowid()")
-            return int(last)
+            return int(last) - len(kept) + 1
 
         # The write lock is held from BEGIN IMMEDIATE on, so the batch's rowids are contiguous.
-        first = await self._transaction(work) - len(batch) + 1
-        return [_event(seq, t, at) for seq, (t, at, _) in enumerate(batch, start=first)]
+        seq = await self._transaction(work)
+        results: list[Event | LeaseLost] = []
+        for transition, at, _ in batch:
+            if transition.run_id in owned:
+                results.append(_event(seq, transition, at))
+                seq += 1
+            else:
+                results.append(LeaseLost.of(transition.run_id))
+        return results
+
+    async def _owned(self, db: aiosqlite.Connection, run_ids: set[str]) -> set[str]:
+        rows = await db.execute_fetchall(
+            query("select_owned"), {"owner": self.owner.id, "ids": json.dumps(sorted(run_ids))}
+        )
+        return {str(row[0]) for row in rows}
+
+    async def _check_owned(self, db: aiosqlite.Connection, run_ids: list[str]) -> None:
+        missing = set(run_ids) - await self._owned(db, set(run_ids))
+        if missing:
+            raise LeaseLost.of(min(missing))
 
     async def update_meta(self, run_id: str, patch: dict[str, Any]) -> RunRecord:
         async def work(db: aiosqlite.Connection) -> sqlite3.Row:
@@ -295,15 +319,9 @@ class SqliteStore:
             if not rows:
                 raise StorageError(f"no run {run_id!r}")
             [row] = rows
-            meta = json.loads(row["meta_json"])
-            for key, value in patch.items():
-                if value is None:
-                    meta.pop(key, None)
-                else:
-                    meta[key] = value
             await db.execute(
                 query("update_meta"),
-                {"id": run_id, "meta_json": json.dumps(meta), "at": time.time()},
+                {"id": run_id, "meta_json": merge_meta(row["meta_json"], patch), "at": time.time()},
             )
             [updated] = await db.execute_fetchall(query("select_run"), {"id": run_id})
             return updated
@@ -376,30 +394,52 @@ class SqliteStore:
 
     async def events(self, run_id: str) -> list[Event]:
         rows = await self._fetchall(query("select_events"), {"run_id": run_id})
-        return [
-            Event(
-                seq=row["seq"],
-                run_id=row["run_id"],
-                kind=EventKind(row["kind"]),
-                at=row["at"],
-                task_id=row["task_id"],
-                data=json.loads(row["data_json"]) if row["data_json"] else None,
-            )
-            for row in rows
-        ]
+        return [event_from_row(row) for row in rows]
 
     async def usage(self, run_id: str) -> list[UsageTotal]:
         rows = await self._fetchall(query("select_usage"), {"run_id": run_id})
-        return [
-            UsageTotal(
-                task_id=row["task_id"],
-                model=row["model"],
-                prompt_tokens=row["prompt_tokens"],
-                completion_tokens=row["completion_tokens"],
-                calls=row["calls"],
-            )
-            for row in rows
-        ]
+        return [usage_from_row(row) for row in rows]
+
+    # -- leases -------------------------------------------------------------------------------
+
+    async def claim_expired(self, *, limit: int = CLAIM_BATCH) -> list[str]:
+        """Lease to this owner the unfinished runs of its kind whose lease has expired."""
+        now = time.time()
+        params = {
+            "owner": self.owner.id,
+            "kind": self.owner.kind.value,
+            "now": now,
+            "expires": now + self.owner.lease_seconds,
+            "limit": limit,
+        }
+        return await self._write(lambda db: _take(db, "claim_expired_runs", params))
+
+    async def claim_run(self, run_id: str) -> bool:
+        """Lease one run of this owner's kind to it: when free, already ours, or finished."""
+        now = time.time()
+        params = {
+            "id": run_id,
+            "owner": self.owner.id,
+            "kind": self.owner.kind.value,
+            "now": now,
+            "expires": now + self.owner.lease_seconds,
+        }
+        return bool(await self._write(lambda db: _take(db, "claim_run", params)))
+
+    async def renew_leases(self) -> set[str]:
+        """Extend this owner's leases; the unfinished runs it still owns."""
+        params = {"owner": self.owner.id, "expires": time.time() + self.owner.lease_seconds}
+        return set(await self._write(lambda db: _take(db, "renew_leases", params)))
+
+    async def lease(self, run_id: str) -> Lease | None:
+        row = await self._fetchone(query("select_lease"), {"id": run_id})
+        if row is None:
+            return None
+        return Lease(
+            owner=row["owner"],
+            kind=OwnerKind(row["owner_kind"]),
+            expires_at=row["lease_expires_at"],
+        )
 
 
 # -- statements and rows <-> records ----------------------------------------------------------
@@ -421,62 +461,5 @@ async def _append_event(db: aiosqlite.Connection, transition: Transition, at: fl
     return int(seq)
 
 
-def _event_data(transition: Transition) -> dict[str, Any] | None:
-    """What the event log keeps of a transition beyond its kind: its data, and any error."""
-    data = dict(transition.data or {})
-    if transition.error is not None:
-        data.setdefault("error", transition.error)
-    return data or None
-
-
-def _event_row(transition: Transition, at: float) -> dict[str, Any]:
-    data = _event_data(transition)
-    return {
-        "run_id": transition.run_id,
-        "task_id": transition.task_id,
-        "kind": transition.kind.value,
-        "at": at,
-        "data_json": json.dumps(data) if data is not None else None,
-    }
-
-
-def _event(seq: int, transition: Transition, at: float) -> Event:
-    return Event(
-        seq=seq,
-        run_id=transition.run_id,
-        kind=transition.kind,
-        at=at,
-        task_id=transition.task_id,
-        data=_event_data(transition),
-    )
-
-
-def _run(row: sqlite3.Row) -> RunRecord:
-    return RunRecord(
-        id=row["id"],
-        goal=row["goal"],
-        status=RunStatus(row["status"]),
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        plan=json.loads(row["plan_json"]) if row["plan_json"] else None,
-        error=row["error"],
-        requester=row["requester"],
-        thread_key=row["thread_key"],
-        parent_run_id=row["parent_run_id"],
-        meta=json.loads(row["meta_json"]),
-    )
-
-
-def _task(row: sqlite3.Row) -> TaskRecord:
-    return TaskRecord(
-        run_id=row["run_id"],
-        id=row["id"],
-        position=row["position"],
-        spec=json.loads(row["spec_json"]),
-        status=TaskStatus(row["status"]),
-        attempts=row["attempts"],
-        started_at=row["started_at"],
-        finished_at=row["finished_at"],
-        output=row["output"],
-        error=row["error"],
-    )
+async def _take(db: aiosqlite.Connection, name: str, params: dict[str, Any]) -> list[str]:
+    return [str(row[0]) for row in await db.execute_fetchall(query(name), params)]

@@ -1,0 +1,99 @@
+-- PostgreSQL's versions of the blocks of queries.sql where the two dialects differ; every
+-- other block of queries.sql serves both stores as written. Parameters are written `:name` in
+-- both files; storage/sql.py turns them into psycopg's `%(name)s`.
+
+-- name: migration_1
+-- `rowid` mirrors SQLite's implicit one, so that ordering queries stay shared.
+CREATE TABLE runs (
+    id            TEXT PRIMARY KEY,
+    goal          TEXT NOT NULL,
+    status        TEXT NOT NULL,
+    plan_json     TEXT,
+    error         TEXT,
+    requester     TEXT,
+    thread_key    TEXT,
+    parent_run_id TEXT REFERENCES runs (id),
+    meta_json     TEXT NOT NULL DEFAULT '{}',
+    created_at    DOUBLE PRECISION NOT NULL,
+    updated_at    DOUBLE PRECISION NOT NULL,
+    rowid         BIGSERIAL NOT NULL
+);
+CREATE INDEX runs_status ON runs (status);
+CREATE INDEX runs_requester ON runs (requester, created_at);
+CREATE INDEX runs_thread ON runs (thread_key, created_at);
+CREATE TABLE tasks (
+    run_id      TEXT NOT NULL REFERENCES runs (id),
+    id          TEXT NOT NULL,
+    position    INTEGER NOT NULL,
+    spec_json   TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    started_at  DOUBLE PRECISION,
+    finished_at DOUBLE PRECISION,
+    output      TEXT,
+    error       TEXT,
+    PRIMARY KEY (run_id, id)
+);
+CREATE TABLE events (
+    seq       BIGSERIAL PRIMARY KEY,
+    run_id    TEXT NOT NULL,
+    task_id   TEXT,
+    kind      TEXT NOT NULL,
+    at        DOUBLE PRECISION NOT NULL,
+    data_json TEXT
+);
+CREATE INDEX events_run ON events (run_id, seq);
+CREATE TABLE inbox (
+    event_id    TEXT PRIMARY KEY,
+    received_at DOUBLE PRECISION NOT NULL
+);
+CREATE TABLE usage (
+    id                BIGSERIAL PRIMARY KEY,
+    run_id            TEXT NOT NULL,
+    task_id           TEXT,
+    model             TEXT NOT NULL,
+    prompt_tokens     INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    at                DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX usage_run ON usage (run_id);
+
+-- name: schema_version_table
+CREATE TABLE IF NOT EXISTS dagbot_schema (version INTEGER NOT NULL);
+
+-- name: select_schema_version
+SELECT COALESCE(MAX(version), 0) AS version FROM dagbot_schema;
+
+-- name: set_schema_version
+INSERT INTO dagbot_schema (version) VALUES (:version);
+
+-- name: count_foreign_tables
+SELECT COUNT(*) AS tables FROM information_schema.tables
+WHERE table_schema = current_schema() AND table_name <> 'dagbot_schema';
+
+-- name: insert_inbox
+INSERT INTO inbox (event_id, received_at) VALUES (:event_id, :at)
+ON CONFLICT (event_id) DO NOTHING
+RETURNING event_id;
+
+-- name: select_recent_runs
+SELECT * FROM runs
+WHERE (CAST(:requester AS TEXT) IS NULL OR requester = :requester)
+ORDER BY created_at DESC, rowid DESC LIMIT :limit;
+
+-- name: claim_expired_runs
+-- What procrastinate and DBOS do: lock the free rows, skipping those another replica is
+-- claiming this very moment, so replicas never wait on each other nor claim the same run.
+UPDATE runs SET owner = :owner, lease_expires_at = :expires
+WHERE id IN (
+    SELECT id FROM runs
+    WHERE status IN ('planning', 'running') AND owner_kind = :kind
+      AND (lease_expires_at IS NULL OR lease_expires_at < :now)
+    ORDER BY created_at LIMIT :limit
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING id;
+
+-- name: select_owned
+-- FOR SHARE: a replica taking the run over waits until this commit is done.
+SELECT id FROM runs WHERE owner = :owner AND id = ANY(:ids) FOR SHARE;
