@@ -31,9 +31,10 @@ from bot.settings import ConfigError, Settings, load_settings
 from scheduler.dag.engine import Engine
 from scheduler.dag.state import Run, RunView, TaskState
 from scheduler.errors import SchedulerError
+from storage.connect import open_store
 from storage.errors import StorageError
+from storage.leases import OwnerKind
 from storage.records import Event, EventKind, RunStatus
-from storage.sqlite import open_store
 
 EXIT_OK = 0
 EXIT_RUN_FAILED = 1
@@ -87,7 +88,7 @@ def show_runs(run_id: str | None, *, limit: int) -> int:
 
 async def _run_goal(settings: Settings, goal: str, display: Display) -> int:
     try:
-        async with open_runtime(settings) as runtime:
+        async with open_runtime(settings, kind=OwnerKind.TERMINAL) as runtime:
             view = await follow_run(runtime.engine, goal, display)
             display.finish(view)  # before the servers are stopped, which can take a moment
     except (ConfigError, SchedulerError, StorageError) as error:
@@ -95,10 +96,18 @@ async def _run_goal(settings: Settings, goal: str, display: Display) -> int:
     return EXIT_OK if view.run.status is RunStatus.SUCCEEDED else EXIT_RUN_FAILED
 
 
-async def follow_run(engine: Engine, goal: str, display: Display) -> RunView:
-    """Submit the goal, show each event as it is committed, and cancel the run on Ctrl-C."""
+async def follow_run(
+    engine: Engine, goal: str, display: Display, *, resumed: str | None = None
+) -> RunView:
+    """Submit the goal, show each event as it is committed, and cancel the run on Ctrl-C.
+
+    `resumed`: follow that run instead, just adopted by this engine (nothing is submitted).
+    """
     with engine.bus.subscribe() as events:
-        run = await engine.submit(goal, meta={"source": "terminal"})
+        if resumed is None:
+            run = await engine.submit(goal, meta={"source": "terminal"})
+        else:
+            run = (await engine.view(resumed)).run
         cancelling: list[asyncio.Task[bool]] = []
 
         def interrupt() -> None:
@@ -127,6 +136,52 @@ async def follow_run(engine: Engine, goal: str, display: Display) -> RunView:
         if not closer.cancelled() and (error := closer.exception()) is not None:
             raise error
     return await engine.view(run.id)
+
+
+def take_back_run(run_id: str, *, cancel: bool) -> int:
+    """Resume (showing progress) or cancel a terminal run whose process stopped."""
+    try:
+        settings = load_settings()
+    except ConfigError as error:
+        return _stop(str(error))
+    _prepare_output()
+    display: Display = (
+        BoardDisplay(sys.stdout) if _is_terminal(sys.stdout) else LineDisplay(sys.stdout)
+    )
+    try:
+        return asyncio.run(_take_back(settings, run_id, cancel, display))
+    except KeyboardInterrupt:
+        print("Interrupted.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+async def _take_back(settings: Settings, run_id: str, cancel: bool, display: Display) -> int:
+    try:
+        async with open_runtime(settings, kind=OwnerKind.TERMINAL) as runtime:
+            engine, store = runtime.engine, runtime.store
+            record = await store.find_run(run_id)
+            if record is None:
+                return _stop(f"No run matches {run_id!r}. List runs with: python -m bot runs")
+            lease = await store.lease(record.id)
+            if record.status.finished:
+                return _stop(f"Run {record.id} is already {record.status.value}.")
+            if lease is not None and lease.kind is not OwnerKind.TERMINAL:
+                return _stop(f"Run {record.id} belongs to the Slack bot, which carries it on.")
+            if not await engine.adopt(record.id):
+                holder = lease.owner if lease is not None else "another process"
+                return _stop(
+                    f"Run {record.id} is still being worked on by {holder}; try again once "
+                    "that process has stopped."
+                )
+            if cancel:
+                await engine.cancel(record.id)  # before its driver ran a step
+                view = await engine.view(record.id)
+            else:
+                view = await follow_run(engine, record.goal, display, resumed=record.id)
+            display.finish(view)
+    except (ConfigError, SchedulerError, StorageError) as error:
+        return _stop(str(error))
+    return EXIT_OK if view.run.status is RunStatus.SUCCEEDED else EXIT_RUN_FAILED
 
 
 @contextlib.contextmanager

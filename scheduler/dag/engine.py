@@ -22,11 +22,13 @@ from scheduler.dag.executors import (
     PlanRequest,
     UsageSink,
 )
+from scheduler.dag.ownership import LeaseKeeper
 from scheduler.dag.plan import Plan, PlanTask, TaskKind
 from scheduler.dag.retry import RetryPolicy
 from scheduler.dag.state import Run, RunView, TaskState
 from scheduler.dag.validation import DEFAULT_MAX_TASKS, validate_plan
 from scheduler.errors import PlanInvalid, PlanningFailed, RunNotFound
+from storage.errors import LeaseLost
 from storage.records import (
     Event,
     EventKind,
@@ -63,6 +65,9 @@ class EngineConfig:
     task_timeout: float = 300.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     max_tasks: int = DEFAULT_MAX_TASKS
+    take_over: bool = False
+    """Keep claiming runs whose lease expired (their process died), as bots do; a terminal
+    only ever works on its own runs."""
 
 
 class Engine:
@@ -85,6 +90,12 @@ class Engine:
         self._slots = asyncio.Semaphore(self.config.max_total_concurrency)
         self._drivers: dict[str, asyncio.Task[None]] = {}
         self._cancelling: set[str] = set()
+        self._keeper = LeaseKeeper(
+            store,
+            working_on=lambda: set(self._drivers),
+            drop=self._drop,
+            take_over=self._take_over if self.config.take_over else None,
+        )
 
     # -- public API ------------------------------------------------------------------------------
 
@@ -147,13 +158,33 @@ class Engine:
         return Run.from_record(record)
 
     async def resume_all(self) -> list[str]:
-        """Pick up every run that a previous process left unfinished."""
+        """Claim and resume the unfinished runs whose lease expired (their process is gone).
+
+        Runs another live process owns are left to it; with `take_over`, runs whose owner dies
+        later are claimed as their leases expire.
+        """
+        self._keeper.start()
         resumed = [
-            run_id for run_id in await self.store.unfinished_runs() if run_id not in self._drivers
+            run_id for run_id in await self.store.claim_expired() if run_id not in self._drivers
         ]
         for run_id in resumed:
             self._start(run_id, given_plan=None, resumed=True)
         return resumed
+
+    async def adopt(self, run_id: str) -> bool:
+        """Claim one unfinished run of this process's kind whose owner is gone, and resume it.
+
+        False when it is finished, or another live process still holds it.
+        """
+        record = await self.store.get_run(run_id)
+        if record is None:
+            raise RunNotFound(run_id)
+        if run_id in self._drivers:
+            return True
+        if record.status.finished or not await self.store.claim_run(run_id):
+            return False
+        self._start(run_id, given_plan=None, resumed=True)
+        return True
 
     async def cancel(self, run_id: str) -> bool:
         """Cancel a run: running tasks are cancelled, the rest marked cancelled. False if idle.
@@ -183,6 +214,8 @@ class Engine:
         if record is None:
             raise RunNotFound(run_id)
         if record.status not in (RunStatus.FAILED, RunStatus.CANCELLED) or record.plan is None:
+            return False
+        if not await self.store.claim_run(run_id):
             return False
         tasks = [TaskState.from_record(t) for t in await self.store.get_tasks(run_id)]
         redo = [
@@ -235,6 +268,7 @@ class Engine:
 
     async def close(self) -> None:
         """Stop working without marking anything: unfinished runs resume on the next start."""
+        await self._keeper.stop()
         drivers = list(self._drivers.values())
         for driver in drivers:
             driver.cancel()
@@ -254,7 +288,22 @@ class Engine:
         for event in events:
             self._publish(event)
 
+    async def _take_over(self) -> None:
+        resumed = await self.resume_all()
+        if resumed:
+            log.info(
+                "took over %d run(s) whose process stopped: %s", len(resumed), ", ".join(resumed)
+            )
+
+    def _drop(self, run_id: str, why: str) -> None:
+        """Stop driving a run this process no longer owns, recording nothing."""
+        driver = self._drivers.get(run_id)
+        if driver is not None and not driver.done():
+            log.warning("run %s: stopped working on it here: %s", run_id, why)
+            driver.cancel()
+
     def _start(self, run_id: str, *, given_plan: Plan | None, resumed: bool) -> None:
+        self._keeper.start()
         driver = asyncio.create_task(
             self._drive(run_id, given_plan, resumed), name=f"dagbot run {run_id}"
         )
@@ -308,6 +357,12 @@ class Engine:
             )
             await execution.run()
             await self._record_finished(run_id, list(execution.states.values()))
+        except (LeaseLost, ExceptionGroup) as error:
+            if isinstance(error, ExceptionGroup) and error.subgroup(LeaseLost) is None:
+                raise
+            # Another process owns the run now (this one was paused or cut off past its
+            # lease): nothing more was recorded here, and it carries the run on.
+            log.warning("run %s: stopped working on it here: %s", run_id, LeaseLost.of(run_id))
         except asyncio.CancelledError:
             if run_id in self._cancelling:
                 await self._record_cancelled(run_id)
