@@ -232,6 +232,8 @@ class SlackPublisher:
 
     async def _sync(self, state: _RunState) -> None:
         """Make the run's thread show the run's current state."""
+        if not await self._engine.owns(state.run_id):
+            return  # another process works on it now, and it alone writes its messages
         view = await self._engine.view(state.run_id)
         run = view.run
         state.meta = dict(run.meta)
@@ -455,7 +457,11 @@ class SlackPublisher:
             if not run.status.finished:
                 continue  # engine.resume_all() brings it back with a RUN_RESUMED event
             seq = await self._terminal_seq(run.id)
-            if seq is not None and run.meta.get("final_seq") != seq:
+            if (
+                seq is not None
+                and run.meta.get("final_seq") != seq
+                and await self._engine.take(run.id)  # its process is gone: land it once
+            ):
                 state = self._runs.setdefault(run.id, _RunState(run_id=run.id))
                 self._mark(state)
 

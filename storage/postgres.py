@@ -151,7 +151,9 @@ class PostgresStore:
             waiting = [*self._writes, *([self._flusher] if self._flusher else [])]
             await asyncio.wait(waiting)
         try:
-            await self._write(_statement(q("release_leases"), {"owner": self.owner.id}))
+            await self._write(
+                _statement(q("release_leases"), {"owner": self.owner.id, "now": time.time()})
+            )
         except StorageError as error:
             log.warning("could not release this process's leases: %s", error)
         await self._pool.close()

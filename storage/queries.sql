@@ -159,11 +159,10 @@ WHERE id IN (
 RETURNING id;
 
 -- name: claim_run
--- One run, by id: free when its lease expired, when it is already ours, or when it finished.
+-- One run, by id, finished or not: free when its lease expired, or when it is already ours.
 UPDATE runs SET owner = :owner, lease_expires_at = :expires
 WHERE id = :id AND owner_kind = :kind
-  AND (owner = :owner OR lease_expires_at IS NULL OR lease_expires_at < :now
-       OR status NOT IN ('planning', 'running'))
+  AND (owner = :owner OR lease_expires_at IS NULL OR lease_expires_at < :now)
 RETURNING id;
 
 -- name: renew_leases
@@ -172,7 +171,7 @@ WHERE owner = :owner AND status IN ('planning', 'running')
 RETURNING id;
 
 -- name: release_leases
-UPDATE runs SET lease_expires_at = 0 WHERE owner = :owner AND status IN ('planning', 'running');
+UPDATE runs SET lease_expires_at = 0 WHERE owner = :owner AND lease_expires_at > :now;
 
 -- name: select_lease
 SELECT owner, owner_kind, lease_expires_at FROM runs WHERE id = :id;

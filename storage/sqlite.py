@@ -122,7 +122,9 @@ class SqliteStore:
             await asyncio.wait(waiting)
         with contextlib.suppress(StorageError):
             # A clean stop hands this process's unfinished runs to the next one at once.
-            await self._write(_statement(query("release_leases"), {"owner": self.owner.id}))
+            await self._write(
+                _statement(query("release_leases"), {"owner": self.owner.id, "now": time.time()})
+            )
         if self._reader is not self._writer:
             await self._reader.close()
         await self._writer.close()
@@ -415,7 +417,7 @@ class SqliteStore:
         return await self._write(lambda db: _take(db, "claim_expired_runs", params))
 
     async def claim_run(self, run_id: str) -> bool:
-        """Lease one run of this owner's kind to it: when free, already ours, or finished."""
+        """Lease one run of this owner's kind to it: when its lease expired or is ours."""
         now = time.time()
         params = {
             "id": run_id,

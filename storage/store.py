@@ -92,8 +92,8 @@ class Store(Protocol):
         ...
 
     async def claim_run(self, run_id: str) -> bool:
-        """Lease one run of this owner's kind to it: when its lease expired, when it is already
-        this owner's, or when the run is finished (to run it again). False otherwise."""
+        """Lease one run (finished or not) of this owner's kind to it: when its lease expired
+        or is already this owner's. False otherwise."""
         ...
 
     async def renew_leases(self) -> set[str]:
@@ -106,5 +106,5 @@ class Store(Protocol):
 
     async def close(self) -> None:
         """Commit the writes handed in, release this owner's leases (a clean stop hands its
-        unfinished runs to the next process at once), and close."""
+        runs to the next process at once), and close."""
         ...

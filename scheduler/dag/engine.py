@@ -246,6 +246,16 @@ class Engine:
     def is_active(self, run_id: str) -> bool:
         return run_id in self._drivers
 
+    async def owns(self, run_id: str) -> bool:
+        """Whether this process holds the run's lease: only the owner speaks for a run."""
+        lease = await self.store.lease(run_id)
+        return lease is not None and lease.owner == self.store.owner.id
+
+    async def take(self, run_id: str) -> bool:
+        """Lease a run to this process without working on it (e.g. to land a finished run's
+        last messages after its process died); False while another live process holds it."""
+        return await self.store.claim_run(run_id)
+
     async def view(self, run_id: str) -> RunView:
         record = await self.store.get_run(run_id)
         if record is None:

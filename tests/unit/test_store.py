@@ -654,9 +654,10 @@ async def test_a_clean_close_hands_unfinished_runs_over_at_once(database_url: st
     second = await open_any(database_url)
     try:
         assert await second.claim_expired() == []  # still leased to a live store
+        assert not await second.claim_run(finished)  # a finished run stays with its finisher
         await first.close()
         assert await second.claim_expired() == [run_id]
-        assert await second.claim_run(finished)  # a finished run can be taken to run again
+        assert await second.claim_run(finished)  # ... until released: to run it again
     finally:
         await second.close()
 
