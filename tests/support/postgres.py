@@ -19,6 +19,7 @@ from psycopg import sql
 
 ADMIN_URL = os.environ.get("DAGBOT_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 SKIPPED_BECAUSE: list[str] = []
+"""What tests/conftest.py left out for want of a server, for the run's summary."""
 
 
 @cache
@@ -40,8 +41,6 @@ def require_postgres() -> None:
         return
     if os.environ.get("CI"):
         pytest.fail(f"{reason}; CI needs it (.ci/run starts it)", pytrace=False)
-    if reason not in SKIPPED_BECAUSE:
-        SKIPPED_BECAUSE.append(reason)
     pytest.skip(reason)
 
 
