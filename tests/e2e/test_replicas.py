@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import signal
 import sys
 import time
 from collections import Counter
@@ -155,6 +156,57 @@ async def test_a_killed_replica_s_run_is_finished_by_the_other(
     assert stored["run"].status is RunStatus.SUCCEEDED
     assert stored["resumed"] == 1
     assert stored["attempts"] == {"t1": 1, "t2": 1, "t3": 2, "t4": 1}  # only t3 ran again
+
+
+async def log_line(process: BotProcess, text: str) -> None:
+    """Until `process` has logged a line containing `text` (its stderr is read as it comes)."""
+    async with asyncio.timeout(WAIT):
+        while True:
+            if any(text in line for line in process.lines):
+                return
+            await asyncio.sleep(0.05)
+
+
+async def test_a_replica_paused_past_its_lease_stops_and_posts_nothing(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    resumed_elsewhere = asyncio.Event()
+
+    async def respond(request: ChatRequest) -> Reply | str:
+        if request.is_structured:
+            return Reply.json(WEATHER_PLAN)
+        if is_summary_request(request):
+            return SUMMARY
+        if len([r for r in openai.requests if is_step_request(r)]) == 1:
+            await resumed_elsewhere.wait()  # answered only once the other replica finished
+        return STEP
+
+    async with fake_slack_server() as slack, fake_openai_server() as openai:
+        openai.respond_with(respond)
+        env = env_for(slack, openai, tmp_path, postgres_url)
+        async with replicas(env, tmp_path) as (first, second):
+            root = slack.add_message(CHANNEL, f"<@{slack.bot_user_id}> weather", user=ALICE)
+            async with SlackSender(first.base_url, team_id=slack.team_id) as sender:
+                await sender.mention(root.text, user=ALICE, channel=CHANNEL, ts=root.ts)
+            async with asyncio.timeout(WAIT):
+                await openai.wait_for_requests(2)  # the plan, then the held llm step
+            first.process.send_signal(signal.SIGSTOP)  # a long GC pause, a frozen VM...
+            try:
+                await slack.wait_for(lambda s: summaries(s, root.ts) >= 1, within=WAIT)
+            finally:
+                resumed_elsewhere.set()
+                first.process.send_signal(signal.SIGCONT)
+            # The paused replica wakes up with its step answered: its commit is refused.
+            await log_line(first, "stopped working on it here")
+            assert await first.stop() == 0, first.log
+            assert await second.stop() == 0, second.log
+
+    assert "took over 1 run(s)" in second.log
+    assert summaries(slack, root.ts) == 1
+    assert len([c for c in slack.calls_to("chat.postMessage") if "task_card" in c.block_types]) == 1
+    [stored] = await stored_runs(postgres_url)
+    assert stored["run"].status is RunStatus.SUCCEEDED
+    assert stored["attempts"]["t3"] == 2
 
 
 async def test_one_delivery_sent_to_both_replicas_at_once_makes_one_run(
