@@ -14,6 +14,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.blocks import SlackMessage, classic_markdown_message, markdown_message
+from bot.budgeted_client import BudgetedWebClient
 from bot.slack_client import error_code, is_transient
 from scheduler.dag.state import Run
 
@@ -68,7 +69,9 @@ class ThreadWriter:
 
     def _can_stream(self, target: SlackTarget) -> bool:
         # chat.startStream needs the recipient's user and team ids outside DMs.
-        return bool(target.user and target.team_id) and target.team_id not in self.no_stream_teams
+        if not (target.user and target.team_id) or target.team_id in self.no_stream_teams:
+            return False
+        return _stream_budget_free(self._client)
 
     async def _stream_summary_part(
         self, target: SlackTarget, part: str, metadata: dict[str, Any]
@@ -137,6 +140,18 @@ class ThreadWriter:
             metadata=metadata,
         )
         return str(response["ts"])
+
+
+def _stream_budget_free(client: AsyncWebClient) -> bool:
+    """Whether a stream can start and stop now within Slack's Tier 2 budget.
+
+    Streaming is a nicety: when many summaries land at once, those past the budget are posted
+    whole (chat.postMessage, budgeted per channel) rather than wait a minute for their turn.
+    """
+    if not isinstance(client, BudgetedWebClient):
+        return True
+    budget, workspace = client.budget, client.workspace
+    return all(budget.delay(workspace, m) == 0.0 for m in ("chat.startStream", "chat.stopStream"))
 
 
 def _stream_pieces(markdown: str) -> list[str]:

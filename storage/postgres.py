@@ -26,6 +26,7 @@ from psycopg_pool import AsyncConnectionPool
 from storage.errors import DatabaseUnusable, LeaseLost, StorageError, UnsupportedDatabaseURL
 from storage.leases import CLAIM_BATCH, Lease, Owner, OwnerKind
 from storage.records import (
+    Delivery,
     Event,
     EventKind,
     NewRun,
@@ -426,6 +427,51 @@ class PostgresStore:
             usage_from_row(row)
             for row in await self._fetchall(q("select_usage"), {"run_id": run_id})
         ]
+
+    # -- delivery -----------------------------------------------------------------------------
+
+    async def delivery(self, run_id: str) -> Delivery:
+        row = await self._fetchone(q("select_delivery"), {"run_id": run_id})
+        posts = await self._fetchall(q("select_delivery_posts"), {"run_id": run_id})
+        found = {post["post_key"]: post["message"] for post in posts}
+        if row is None:
+            return Delivery(run_id=run_id, posts=found)
+        return Delivery(
+            run_id=run_id,
+            plan_message=row["plan_message"],
+            plan_style=row["plan_style"],
+            summary_message=row["summary_message"],
+            landed_seq=row["landed_seq"],
+            posts=found,
+        )
+
+    async def save_delivery(self, delivery: Delivery) -> None:
+        row = {
+            "run_id": delivery.run_id,
+            "plan_message": delivery.plan_message,
+            "plan_style": delivery.plan_style,
+            "summary_message": delivery.summary_message,
+            "landed_seq": delivery.landed_seq,
+            "at": time.time(),
+        }
+        await self._write(_statement(q("upsert_delivery"), row))
+
+    async def record_post_intent(self, run_id: str, key: str) -> None:
+        row = {"run_id": run_id, "post_key": key}
+        await self._write(_statement(q("insert_delivery_intent"), row))
+
+    async def record_post(self, run_id: str, key: str, message: str) -> None:
+        row = {"run_id": run_id, "post_key": key, "message": message}
+        await self._write(_statement(q("upsert_delivery_post"), row))
+
+    async def unlanded_runs(self) -> list[str]:
+        return [str(row["id"]) for row in await self._fetchall(q("select_unlanded_runs"))]
+
+    async def runs_in_plan_style(self, plan_style: str, *, limit: int) -> list[RunRecord]:
+        rows = await self._fetchall(
+            q("select_runs_in_plan_style"), {"plan_style": plan_style, "limit": limit}
+        )
+        return [run_from_row(row) for row in rows]
 
     # -- leases -------------------------------------------------------------------------------
 

@@ -58,6 +58,23 @@ CREATE TABLE usage (
 );
 CREATE INDEX usage_run ON usage (run_id);
 
+-- name: migration_2
+-- As queries.sql's migration_2, less its backfill: no PostgreSQL database predates it.
+CREATE TABLE deliveries (
+    run_id          TEXT PRIMARY KEY REFERENCES runs (id),
+    plan_message    TEXT,
+    plan_style      TEXT NOT NULL DEFAULT 'native',
+    summary_message TEXT,
+    landed_seq      BIGINT,
+    updated_at      DOUBLE PRECISION NOT NULL
+);
+CREATE TABLE delivery_posts (
+    run_id   TEXT NOT NULL REFERENCES runs (id),
+    post_key TEXT NOT NULL,
+    message  TEXT,
+    PRIMARY KEY (run_id, post_key)
+);
+
 -- name: schema_version_table
 CREATE TABLE IF NOT EXISTS dagbot_schema (version INTEGER NOT NULL);
 
