@@ -106,7 +106,15 @@ class SlackPublisher:
         self._subscription = self._engine.bus.subscribe()
         self._start_consumer()
         await self._sync.learn_classic_teams(CLASSIC_SCAN_LIMIT)
+        await self._land_orphans()
+        # A process that dies right after a run finished leaves it unlanded and leased to it
+        # for a while: looked for again on every lease round.
+        self._engine.on_lease_round(self._land_orphans)
+
+    async def _land_orphans(self) -> None:
         for run_id in await self._engine.store.unlanded_runs():
+            if run_id in self._runs:
+                continue  # being landed here already
             if await self._engine.take(run_id):  # its process is gone: land it here, once
                 self._mark(self._state(run_id))
 

@@ -255,6 +255,11 @@ class Engine:
         lease = await self.store.lease(run_id)
         return lease is not None and lease.owner == self.store.owner.id
 
+    def on_lease_round(self, hook: Callable[[], Awaitable[object]]) -> None:
+        """Call `hook` after every lease round (every third of the lease time, once a run has
+        been started or resumed here)."""
+        self._keeper.hooks.append(hook)
+
     async def take(self, run_id: str) -> bool:
         """Lease a run to this process without working on it (e.g. to land a finished run's
         last messages after its process died); False while another live process holds it."""

@@ -41,7 +41,8 @@ class LeaseKeeper:
         self._lease = store.owner.lease_seconds
         self.interval = max(self._lease / 3, MIN_INTERVAL)
         self._task: asyncio.Task[None] | None = None
-        self._failed: BaseException | None = None
+        self.hooks: list[Callable[[], Awaitable[object]]] = []
+        """Called after each round, e.g. to land what a dead process left unposted."""
 
     def start(self) -> None:
         if self._task is None or self._task.done():
@@ -66,6 +67,11 @@ class LeaseKeeper:
                 self._drop(run_id, f"its lease was taken over by {lease.owner}")
         if self._take_over is not None:
             await self._take_over()
+        for hook in self.hooks:
+            try:
+                await hook()
+            except Exception:
+                log.exception("a lease-round hook failed")  # the leases must still be kept
 
     async def _keep(self) -> None:
         renewed = time.monotonic()
