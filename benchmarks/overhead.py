@@ -18,14 +18,13 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
 
 from scheduler.dag.engine import Engine, EngineConfig
 from scheduler.dag.executors import TaskContext
 from scheduler.dag.plan import Plan, PlanTask, TaskKind
-from storage.errors import LeaseLost
-from storage.leases import Owner
 from storage.records import Event, Transition
 from storage.sqlite import SqliteStore
 
@@ -50,12 +49,9 @@ class CommitEachTransition(SqliteStore):
     """The same store with group commit disabled: one transaction per transition."""
 
     def __init__(
-        self,
-        writer: aiosqlite.Connection,
-        reader: aiosqlite.Connection,
-        owner: Owner | None = None,
+        self, writer: aiosqlite.Connection, reader: aiosqlite.Connection, **options: Any
     ) -> None:
-        super().__init__(writer, reader, owner)
+        super().__init__(writer, reader, **options)
         self._one_at_a_time = asyncio.Lock()
 
     def record(self, transition: Transition) -> asyncio.Future[Event]:
@@ -65,7 +61,7 @@ class CommitEachTransition(SqliteStore):
         async with self._one_at_a_time:
             unused: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
             [event] = await self._write_batch([(transition, time.time(), unused)])
-        if isinstance(event, LeaseLost):
+        if isinstance(event, BaseException):
             raise event
         return event
 

@@ -15,6 +15,14 @@ class DatabaseUnusable(StorageError):
     """The database file is corrupt, is not dagbot's, or was written by a newer dagbot."""
 
 
+class DatabaseReplaced(StorageError):
+    """The database file was deleted or replaced under the running process."""
+
+
+class StorageFull(StorageError):
+    """Writes kept failing (disk full or I/O errors) for longer than the fault budget."""
+
+
 class LeaseLost(StorageError):
     """This process no longer owns the run (its lease expired and another process took it)."""
 

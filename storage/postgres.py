@@ -15,7 +15,7 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any, TypeVar, overload
 from urllib.parse import urlparse
 
@@ -395,7 +395,10 @@ class PostgresStore:
     async def find_run(self, id_or_prefix: str) -> RunRecord | None:
         if not id_or_prefix:
             return None
-        rows = await self._fetchall(q("select_runs_by_prefix"), {"prefix": id_or_prefix})
+        rows = await self._fetchall(
+            q("select_runs_by_prefix"),
+            {"prefix": id_or_prefix, "prefix_end": id_or_prefix + "\U0010ffff"},
+        )
         exact = [row for row in rows if row["id"] == id_or_prefix]
         if exact:
             return run_from_row(exact[0])
@@ -407,10 +410,23 @@ class PostgresStore:
     async def recent_runs(
         self, *, requester: str | None = None, limit: int = 20
     ) -> list[RunRecord]:
-        rows = await self._fetchall(
-            q("select_recent_runs"), {"requester": requester, "limit": limit}
-        )
+        if requester is None:
+            rows = await self._fetchall(q("select_recent_runs"), {"limit": limit})
+        else:
+            rows = await self._fetchall(
+                q("select_recent_runs_of"), {"requester": requester, "limit": limit}
+            )
         return [run_from_row(row) for row in rows]
+
+    async def recent_tool_durations(self, limit: int) -> list[tuple[str, float]]:
+        rows = await self._fetchall(q("select_recent_tool_durations"), {"limit": limit})
+        return [(row["tool"], float(row["seconds"])) for row in rows if row["tool"]]
+
+    async def last_event(self, run_id: str, kinds: Collection[EventKind]) -> Event | None:
+        row = await self._fetchone(
+            q("select_last_event"), {"run_id": run_id, "kinds": [kind.value for kind in kinds]}
+        )
+        return event_from_row(row) if row is not None else None
 
     async def latest_run_in_thread(self, thread_key: str) -> RunRecord | None:
         row = await self._fetchone(q("select_latest_run_in_thread"), {"thread_key": thread_key})

@@ -93,10 +93,21 @@ INSERT INTO inbox (event_id, received_at) VALUES (:event_id, :at)
 ON CONFLICT (event_id) DO NOTHING
 RETURNING event_id;
 
--- name: select_recent_runs
+-- name: select_runs_by_prefix
+-- Byte order ("C"), as SQLite compares: the range then holds exactly the ids the prefix begins.
 SELECT * FROM runs
-WHERE (CAST(:requester AS TEXT) IS NULL OR requester = :requester)
-ORDER BY created_at DESC, rowid DESC LIMIT :limit;
+WHERE id COLLATE "C" >= :prefix AND id COLLATE "C" < :prefix_end LIMIT 2;
+
+-- name: select_recent_tool_durations
+SELECT CAST(spec_json AS json) ->> 'tool' AS tool, finished_at - started_at AS seconds
+FROM tasks
+WHERE status = 'succeeded' AND started_at IS NOT NULL
+ORDER BY finished_at DESC LIMIT :limit;
+
+-- name: select_last_event
+SELECT * FROM events
+WHERE run_id = :run_id AND kind = ANY(:kinds)
+ORDER BY seq DESC LIMIT 1;
 
 -- name: claim_expired_runs
 -- What procrastinate and DBOS do: lock the free rows, skipping those another replica is

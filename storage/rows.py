@@ -6,6 +6,7 @@ import json
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from domain.vocabulary import task_effect
 from storage.leases import Owner
 from storage.records import (
     Event,
@@ -139,6 +140,7 @@ def new_run_row(run_id: str, new: NewRun, at: float, owner: Owner) -> dict[str, 
 def task_update_row(t: Transition, at: float) -> dict[str, Any]:
     """The update_task parameters of a transition that moves a task."""
     assert t.task_status is not None
+    effect = task_effect(t.task_status)
     return {
         "run_id": t.run_id,
         "task_id": t.task_id,
@@ -147,6 +149,11 @@ def task_update_row(t: Transition, at: float) -> dict[str, Any]:
         "output": t.output,
         "error": t.error,
         "at": at,
+        # What the status does to the row's fields (domain.vocabulary writes it once).
+        "stamps_start": effect.stamps_start,
+        "stamps_finish": effect.stamps_finish,
+        "keeps_output": effect.keeps_output,
+        "keeps_error": effect.keeps_error,
     }
 
 

@@ -10,19 +10,35 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import sqlite3
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar, overload
 from urllib.parse import urlparse
 
 import aiosqlite
 
-from storage.errors import LeaseLost, StorageError, UnsupportedDatabaseURL
+from storage.errors import (
+    DatabaseReplaced,
+    LeaseLost,
+    StorageError,
+    StorageFull,
+    UnsupportedDatabaseURL,
+)
+from storage.faults import FaultPolicy, FileIdentity, backoff, is_write_fault
 from storage.leases import CLAIM_BATCH, Lease, Owner, OwnerKind
-from storage.opening import check_header, connect, migrate
+from storage.opening import (
+    check_header,
+    connect,
+    create_private,
+    in_thread,
+    migrate,
+    shut_down_uncleanly,
+)
 from storage.records import (
     Delivery,
     Event,
@@ -31,29 +47,21 @@ from storage.records import (
     RunRecord,
     RunStatus,
     TaskRecord,
+    TaskStatus,
     Transition,
     UsageRecord,
     UsageTotal,
 )
-from storage.rows import event as _event
-from storage.rows import (
-    event_from_row,
-    merge_meta,
-    new_run_row,
-    run_update_row,
-    task_update_row,
-    usage_from_row,
-)
-from storage.rows import event_row as _event_row
-from storage.rows import run_from_row as _run
-from storage.rows import task_from_row as _task
+from storage.rows import run_update_row, task_update_row
 from storage.sql import query
 
 INBOX_RETENTION_SECONDS = 7 * 24 * 3600
+log = logging.getLogger("dagbot.storage")
 
 _T = TypeVar("_T")
 _Pending = tuple[Transition, float, "asyncio.Future[Event]"]
-Work = Callable[[aiosqlite.Connection], Awaitable[_T]]
+Work = Callable[[sqlite3.Connection], _T]
+"""A write transaction's body: plain sqlite3 calls, run in the connection's thread in one hop."""
 
 
 def sqlite_path(database_url: str) -> str:
@@ -80,10 +88,18 @@ class SqliteStore:
         self,
         writer: aiosqlite.Connection,
         reader: aiosqlite.Connection,
+        *,
+        identity: FileIdentity | None = None,
+        faults: FaultPolicy | None = None,
         owner: Owner | None = None,
     ) -> None:
         self.owner = owner or Owner()
         self._writer = writer
+        self._identity = identity
+        self.faults = faults or FaultPolicy()
+        self._broken: DatabaseReplaced | None = None
+        self.paused = asyncio.Event()
+        """Set while writes wait out a full disk or failed writes (every run waits with them)."""
         self._reader = reader
         self._write_lock = asyncio.Lock()
         # An in-memory database has one connection for both: a read then waits for the write
@@ -94,19 +110,27 @@ class SqliteStore:
         self._writes: set[asyncio.Task[Any]] = set()
         self._pending: list[_Pending] = []
         self._flusher: asyncio.Task[None] | None = None
+        self.commits = 0
+        """Write transactions committed by this store (tests and benchmarks count them)."""
 
     @classmethod
-    async def open(cls, path: str, *, owner: Owner | None = None) -> SqliteStore:
+    async def open(
+        cls, path: str, *, faults: FaultPolicy | None = None, owner: Owner | None = None
+    ) -> SqliteStore:
         memory = path == ":memory:"
+        unclean = False
         if not memory:
             check_header(Path(path))
+            create_private(Path(path))
+            unclean = shut_down_uncleanly(Path(path))
         writer = await connect(path)
         reader: aiosqlite.Connection | None = None
         try:
-            await migrate(writer, path)
+            await migrate(writer, path, integrity_check=unclean)
             # An in-memory database exists only for its own connection: read through it too.
             reader = writer if memory else await connect(path)
-            store = cls(writer, reader, owner)
+            identity = None if memory else FileIdentity.of(Path(path))
+            store = cls(writer, reader, identity=identity, faults=faults, owner=owner)
             before = time.time() - INBOX_RETENTION_SECONDS
             await store._write(_statement(query("prune_inbox"), {"before": before}))
         except BaseException:
@@ -122,10 +146,9 @@ class SqliteStore:
             waiting = [*self._writes, *([self._flusher] if self._flusher else [])]
             await asyncio.wait(waiting)
         with contextlib.suppress(StorageError):
-            # A clean stop hands this process's unfinished runs to the next one at once.
-            await self._write(
-                _statement(query("release_leases"), {"owner": self.owner.id, "now": time.time()})
-            )
+            # A clean stop hands this process's runs to the next one at once.
+            release = {"owner": self.owner.id, "now": time.time()}
+            await self._write(_statement(query("release_leases"), release))
         if self._reader is not self._writer:
             await self._reader.close()
         await self._writer.close()
@@ -133,22 +156,45 @@ class SqliteStore:
     # -- transactions ------------------------------------------------------------------------------
 
     async def _transaction(self, work: Work[_T]) -> _T:
-        """Run `work` inside BEGIN IMMEDIATE ... COMMIT; ROLLBACK if it fails or is cancelled."""
+        """Run `work` inside BEGIN IMMEDIATE ... COMMIT (ROLLBACK if it fails), in one hop.
+
+        The whole transaction is one call in the connection's thread: a cancelled caller
+        cannot interrupt it half way, and the next transaction is queued behind it.
+        """
         async with self._write_lock:
-            db = self._writer
-            try:
-                await db.execute("BEGIN IMMEDIATE")
-                result = await work(db)
-                await db.commit()
-            except BaseException as error:
-                # Statements already handed to the connection's thread still run, in order;
-                # the rollback queued after them ends the transaction whatever they did. It is
-                # shielded so that a second cancellation cannot stop it being queued.
-                await asyncio.shield(db.rollback())
-                if isinstance(error, sqlite3.Error):
-                    raise StorageError(f"the database failed: {error}") from error
-                raise
-            return result
+            attempt, started = 0, time.monotonic()
+            while True:
+                if self._broken is not None:
+                    raise self._broken
+                attempt += 1
+                try:
+                    result = await in_thread(
+                        self._writer, partial(_atomically, work, self._identity)
+                    )
+                except DatabaseReplaced as error:
+                    self._broken = error
+                    log.error("%s", error)
+                    raise
+                except sqlite3.Error as error:
+                    if not is_write_fault(error):
+                        raise StorageError(f"the database failed: {error}") from error
+                    delay = backoff(attempt, time.monotonic() - started, self.faults)
+                    if delay is None:
+                        self.paused.clear()
+                        raise StorageFull(
+                            f"dagbot could not write to its database for {self.faults.budget:g} "
+                            f"s ({error}); free disk space and retry the run."
+                        ) from error
+                    if not self.paused.is_set():
+                        log.warning("database write failed (%s): pausing writes, retrying", error)
+                        self.paused.set()
+                    await asyncio.sleep(delay)
+                    continue
+                if self.paused.is_set():
+                    log.warning("database writes work again after %d attempt(s)", attempt)
+                    self.paused.clear()
+                self.commits += 1
+                return result
 
     async def _write(self, work: Work[_T]) -> _T:
         """One write transaction, run to its end even if the caller is cancelled meanwhile."""
@@ -183,14 +229,26 @@ class SqliteStore:
         """
         now = time.time()
         run_id = uuid.uuid4().hex[:10]
-        row = new_run_row(run_id, new, now, self.owner)
+        row = {
+            "id": run_id,
+            "goal": new.goal,
+            "status": RunStatus.PLANNING.value,
+            "requester": new.requester,
+            "thread_key": new.thread_key,
+            "parent_run_id": new.parent_run_id,
+            "meta_json": json.dumps(new.meta),
+            "at": now,
+            "owner": self.owner.id,
+            "owner_kind": self.owner.kind.value,
+            "expires": now + self.owner.lease_seconds,
+        }
         created = Transition(run_id=run_id, kind=EventKind.RUN_CREATED)
 
-        async def work(db: aiosqlite.Connection) -> int | None:
-            if delivery_id is not None and not await _claim(db, delivery_id, now):
+        def work(db: sqlite3.Connection) -> int | None:
+            if delivery_id is not None and not _claim(db, delivery_id, now):
                 return None
-            await db.execute(query("insert_run"), row)
-            return await _append_event(db, created, now)
+            db.execute(query("insert_run"), row)
+            return _append_event(db, created, now)
 
         seq = await self._write(work)
         if seq is None:
@@ -228,11 +286,12 @@ class SqliteStore:
             for position, task in enumerate(tasks)
         ]
 
-        async def work(db: aiosqlite.Connection) -> int:
-            await self._check_owned(db, [run_id])
-            await db.execute(query("set_plan"), run_row)
-            await db.executemany(query("insert_task"), task_rows)
-            return await _append_event(db, planned, now)
+        def work(db: sqlite3.Connection) -> int:
+            if not self._owned(db, {run_id}):
+                raise LeaseLost.of(run_id)
+            db.execute(query("set_plan"), run_row)
+            db.executemany(query("insert_task"), task_rows)
+            return _append_event(db, planned, now)
 
         return _event(await self._write(work), planned, now)
 
@@ -258,11 +317,11 @@ class SqliteStore:
             try:
                 events = await self._write_batch(batch)
             except BaseException as error:
+                # The same kind of error (full, file replaced...) so callers can tell them apart.
+                kind = type(error) if isinstance(error, StorageError) else StorageError
                 for _, _, future in batch:
                     if not future.done():
-                        future.set_exception(
-                            StorageError(f"could not save a state change: {error}")
-                        )
+                        future.set_exception(kind(f"could not save a state change: {error}"))
                 if not isinstance(error, Exception):
                     raise
                 continue
@@ -277,21 +336,22 @@ class SqliteStore:
     async def _write_batch(self, batch: Sequence[_Pending]) -> list[Event | LeaseLost]:
         owned: set[str] = set()
 
-        # One statement per kind of row, each one hop to the connection's thread.
-        async def work(db: aiosqlite.Connection) -> int:
+        # One statement per kind of row; the whole transaction is one hop to the connection's
+        # thread.
+        def work(db: sqlite3.Connection) -> int:
             # The lease is checked in the commit itself: a process that lost a run records
             # nothing more for it, however long it was paused.
-            owned.update(await self._owned(db, {t.run_id for t, _, _ in batch}))
+            owned.update(self._owned(db, {t.run_id for t, _, _ in batch}))
             kept = [(t, at) for t, at, _ in batch if t.run_id in owned]
             task_updates = [task_update_row(t, at) for t, at in kept if t.task_status is not None]
             run_updates = [run_update_row(t, at) for t, at in kept if t.run_status is not None]
             if task_updates:
-                await db.executemany(query("update_task"), task_updates)
+                db.executemany(query("update_task"), task_updates)
             if run_updates:
-                await db.executemany(query("update_run_status"), run_updates)
+                db.executemany(query("update_run_status"), run_updates)
             if kept:
-                await db.executemany(query("insert_event"), [_event_row(t, at) for t, at in kept])
-            [(last,)] = await db.execute_fetchall("SELECT last_insert_rowid()")
+                db.executemany(query("insert_event"), [_event_row(t, at) for t, at in kept])
+            [(last,)] = db.execute("SELECT last_insert_rowid()").fetchall()
             return int(last) - len(kept) + 1
 
         # The write lock is held from BEGIN IMMEDIATE on, so the batch's rowids are contiguous.
@@ -305,28 +365,82 @@ class SqliteStore:
                 results.append(LeaseLost.of(transition.run_id))
         return results
 
-    async def _owned(self, db: aiosqlite.Connection, run_ids: set[str]) -> set[str]:
-        rows = await db.execute_fetchall(
-            query("select_owned"), {"owner": self.owner.id, "ids": json.dumps(sorted(run_ids))}
-        )
-        return {str(row[0]) for row in rows}
+    def _owned(self, db: sqlite3.Connection, run_ids: set[str]) -> set[str]:
+        params = {"owner": self.owner.id, "ids": json.dumps(sorted(run_ids))}
+        return {str(row[0]) for row in db.execute(query("select_owned"), params).fetchall()}
 
-    async def _check_owned(self, db: aiosqlite.Connection, run_ids: list[str]) -> None:
-        missing = set(run_ids) - await self._owned(db, set(run_ids))
-        if missing:
-            raise LeaseLost.of(min(missing))
+    # -- leases -------------------------------------------------------------------------------
+
+    async def claim_expired(self, *, limit: int = CLAIM_BATCH) -> list[str]:
+        """Lease to this owner the unfinished runs of its kind whose lease has expired."""
+        now = time.time()
+        params = {
+            "owner": self.owner.id,
+            "kind": self.owner.kind.value,
+            "now": now,
+            "expires": now + self.owner.lease_seconds,
+            "limit": limit,
+        }
+        return await self._write(partial(_ids, query("claim_expired_runs"), params))
+
+    async def claim_run(self, run_id: str) -> bool:
+        """Lease one run of this owner's kind to it: when its lease expired or is ours."""
+        now = time.time()
+        params = {
+            "id": run_id,
+            "owner": self.owner.id,
+            "kind": self.owner.kind.value,
+            "now": now,
+            "expires": now + self.owner.lease_seconds,
+        }
+        return bool(await self._write(partial(_ids, query("claim_run"), params)))
+
+    async def renew_leases(self) -> set[str]:
+        """Extend this owner's leases; the unfinished runs it still owns."""
+        params = {"owner": self.owner.id, "expires": time.time() + self.owner.lease_seconds}
+        return set(await self._write(partial(_ids, query("renew_leases"), params)))
+
+    async def lease(self, run_id: str) -> Lease | None:
+        row = await self._fetchone(query("select_lease"), {"id": run_id})
+        if row is None:
+            return None
+        return Lease(
+            owner=row["owner"],
+            kind=OwnerKind(row["owner_kind"]),
+            expires_at=row["lease_expires_at"],
+        )
+
+    async def limit_size(self, max_pages: int) -> int:
+        """Cap the database at `max_pages` pages for this process (PRAGMA max_page_count).
+
+        Past the cap SQLite fails writes with SQLITE_FULL exactly as on a full disk, which is
+        how the tests exercise that path; returns the cap in effect (never below the file's
+        current size).
+        """
+
+        def cap(db: sqlite3.Connection) -> int:
+            [(pages,)] = db.execute(f"PRAGMA max_page_count = {int(max_pages)}").fetchall()
+            return int(pages)
+
+        return await in_thread(self._writer, cap)
 
     async def update_meta(self, run_id: str, patch: dict[str, Any]) -> RunRecord:
-        async def work(db: aiosqlite.Connection) -> sqlite3.Row:
-            rows = await db.execute_fetchall(query("select_run"), {"id": run_id})
+        def work(db: sqlite3.Connection) -> sqlite3.Row:
+            rows = db.execute(query("select_run"), {"id": run_id}).fetchall()
             if not rows:
                 raise StorageError(f"no run {run_id!r}")
             [row] = rows
-            await db.execute(
+            meta = json.loads(row["meta_json"])
+            for key, value in patch.items():
+                if value is None:
+                    meta.pop(key, None)
+                else:
+                    meta[key] = value
+            db.execute(
                 query("update_meta"),
-                {"id": run_id, "meta_json": merge_meta(row["meta_json"], patch), "at": time.time()},
+                {"id": run_id, "meta_json": json.dumps(meta), "at": time.time()},
             )
-            [updated] = await db.execute_fetchall(query("select_run"), {"id": run_id})
+            updated: sqlite3.Row = db.execute(query("select_run"), {"id": run_id}).fetchone()
             return updated
 
         return _run(await self._write(work))
@@ -373,7 +487,10 @@ class SqliteStore:
     async def find_run(self, id_or_prefix: str) -> RunRecord | None:
         if not id_or_prefix:
             return None
-        rows = await self._fetchall(query("select_runs_by_prefix"), {"prefix": id_or_prefix})
+        rows = await self._fetchall(
+            query("select_runs_by_prefix"),
+            {"prefix": id_or_prefix, "prefix_end": id_or_prefix + "\U0010ffff"},
+        )
         exact = [row for row in rows if row["id"] == id_or_prefix]
         if exact:
             return _run(exact[0])
@@ -386,10 +503,17 @@ class SqliteStore:
     async def recent_runs(
         self, *, requester: str | None = None, limit: int = 20
     ) -> list[RunRecord]:
-        rows = await self._fetchall(
-            query("select_recent_runs"), {"requester": requester, "limit": limit}
-        )
+        if requester is None:
+            rows = await self._fetchall(query("select_recent_runs"), {"limit": limit})
+        else:
+            rows = await self._fetchall(
+                query("select_recent_runs_of"), {"requester": requester, "limit": limit}
+            )
         return [_run(row) for row in rows]
+
+    async def recent_tool_durations(self, limit: int) -> list[tuple[str, float]]:
+        rows = await self._fetchall(query("select_recent_tool_durations"), {"limit": limit})
+        return [(row["tool"], float(row["seconds"])) for row in rows if row["tool"]]
 
     async def latest_run_in_thread(self, thread_key: str) -> RunRecord | None:
         row = await self._fetchone(query("select_latest_run_in_thread"), {"thread_key": thread_key})
@@ -397,7 +521,14 @@ class SqliteStore:
 
     async def events(self, run_id: str) -> list[Event]:
         rows = await self._fetchall(query("select_events"), {"run_id": run_id})
-        return [event_from_row(row) for row in rows]
+        return [_event_from_row(row) for row in rows]
+
+    async def last_event(self, run_id: str, kinds: Collection[EventKind]) -> Event | None:
+        row = await self._fetchone(
+            query("select_last_event"),
+            {"run_id": run_id, "kinds": json.dumps([kind.value for kind in kinds])},
+        )
+        return _event_from_row(row) if row is not None else None
 
     # -- delivery ------------------------------------------------------------------------------
 
@@ -447,68 +578,122 @@ class SqliteStore:
 
     async def usage(self, run_id: str) -> list[UsageTotal]:
         rows = await self._fetchall(query("select_usage"), {"run_id": run_id})
-        return [usage_from_row(row) for row in rows]
-
-    # -- leases -------------------------------------------------------------------------------
-
-    async def claim_expired(self, *, limit: int = CLAIM_BATCH) -> list[str]:
-        """Lease to this owner the unfinished runs of its kind whose lease has expired."""
-        now = time.time()
-        params = {
-            "owner": self.owner.id,
-            "kind": self.owner.kind.value,
-            "now": now,
-            "expires": now + self.owner.lease_seconds,
-            "limit": limit,
-        }
-        return await self._write(lambda db: _take(db, "claim_expired_runs", params))
-
-    async def claim_run(self, run_id: str) -> bool:
-        """Lease one run of this owner's kind to it: when its lease expired or is ours."""
-        now = time.time()
-        params = {
-            "id": run_id,
-            "owner": self.owner.id,
-            "kind": self.owner.kind.value,
-            "now": now,
-            "expires": now + self.owner.lease_seconds,
-        }
-        return bool(await self._write(lambda db: _take(db, "claim_run", params)))
-
-    async def renew_leases(self) -> set[str]:
-        """Extend this owner's leases; the unfinished runs it still owns."""
-        params = {"owner": self.owner.id, "expires": time.time() + self.owner.lease_seconds}
-        return set(await self._write(lambda db: _take(db, "renew_leases", params)))
-
-    async def lease(self, run_id: str) -> Lease | None:
-        row = await self._fetchone(query("select_lease"), {"id": run_id})
-        if row is None:
-            return None
-        return Lease(
-            owner=row["owner"],
-            kind=OwnerKind(row["owner_kind"]),
-            expires_at=row["lease_expires_at"],
-        )
+        return [
+            UsageTotal(
+                task_id=row["task_id"],
+                model=row["model"],
+                prompt_tokens=row["prompt_tokens"],
+                completion_tokens=row["completion_tokens"],
+                calls=row["calls"],
+            )
+            for row in rows
+        ]
 
 
 # -- statements and rows <-> records ----------------------------------------------------------
 
 
+def _atomically(work: Work[_T], identity: FileIdentity | None, db: sqlite3.Connection) -> _T:
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        result = work(db)
+        if identity is not None:
+            identity.check()  # in the write lock's shadow: nothing commits to a stranger's file
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+    return result
+
+
+def _ids(sql: str, params: dict[str, Any], db: sqlite3.Connection) -> list[str]:
+    return [str(row[0]) for row in db.execute(sql, params).fetchall()]
+
+
 def _statement(sql: str, params: dict[str, Any]) -> Work[None]:
-    async def work(db: aiosqlite.Connection) -> None:
-        await db.execute(sql, params)
+    def work(db: sqlite3.Connection) -> None:
+        db.execute(sql, params)
 
     return work
 
 
-async def _claim(db: aiosqlite.Connection, event_id: str, at: float) -> bool:
-    return bool(await db.execute_fetchall(query("insert_inbox"), {"event_id": event_id, "at": at}))
+def _claim(db: sqlite3.Connection, event_id: str, at: float) -> bool:
+    return bool(db.execute(query("insert_inbox"), {"event_id": event_id, "at": at}).fetchall())
 
 
-async def _append_event(db: aiosqlite.Connection, transition: Transition, at: float) -> int:
-    [(seq,)] = await db.execute_fetchall(query("append_event"), _event_row(transition, at))
+def _append_event(db: sqlite3.Connection, transition: Transition, at: float) -> int:
+    [(seq,)] = db.execute(query("append_event"), _event_row(transition, at)).fetchall()
     return int(seq)
 
 
-async def _take(db: aiosqlite.Connection, name: str, params: dict[str, Any]) -> list[str]:
-    return [str(row[0]) for row in await db.execute_fetchall(query(name), params)]
+def _event_data(transition: Transition) -> dict[str, Any] | None:
+    """What the event log keeps of a transition beyond its kind: its data, and any error."""
+    data = dict(transition.data or {})
+    if transition.error is not None:
+        data.setdefault("error", transition.error)
+    return data or None
+
+
+def _event_row(transition: Transition, at: float) -> dict[str, Any]:
+    data = _event_data(transition)
+    return {
+        "run_id": transition.run_id,
+        "task_id": transition.task_id,
+        "kind": transition.kind.value,
+        "at": at,
+        "data_json": json.dumps(data) if data is not None else None,
+    }
+
+
+def _event(seq: int, transition: Transition, at: float) -> Event:
+    return Event(
+        seq=seq,
+        run_id=transition.run_id,
+        kind=transition.kind,
+        at=at,
+        task_id=transition.task_id,
+        data=_event_data(transition),
+    )
+
+
+def _event_from_row(row: sqlite3.Row) -> Event:
+    return Event(
+        seq=row["seq"],
+        run_id=row["run_id"],
+        kind=EventKind(row["kind"]),
+        at=row["at"],
+        task_id=row["task_id"],
+        data=json.loads(row["data_json"]) if row["data_json"] else None,
+    )
+
+
+def _run(row: sqlite3.Row) -> RunRecord:
+    return RunRecord(
+        id=row["id"],
+        goal=row["goal"],
+        status=RunStatus(row["status"]),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        plan=json.loads(row["plan_json"]) if row["plan_json"] else None,
+        error=row["error"],
+        requester=row["requester"],
+        thread_key=row["thread_key"],
+        parent_run_id=row["parent_run_id"],
+        meta=json.loads(row["meta_json"]),
+    )
+
+
+def _task(row: sqlite3.Row) -> TaskRecord:
+    return TaskRecord(
+        run_id=row["run_id"],
+        id=row["id"],
+        position=row["position"],
+        spec=json.loads(row["spec_json"]),
+        status=TaskStatus(row["status"]),
+        attempts=row["attempts"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        output=row["output"],
+        error=row["error"],
+    )

@@ -76,6 +76,8 @@ class LeaseKeeper:
     async def _keep(self) -> None:
         renewed = time.monotonic()
         while True:
+            # The leases were just taken or claimed: the first round is one interval away.
+            await asyncio.sleep(self.interval)
             try:
                 await self.tick()
                 renewed = time.monotonic()
@@ -85,7 +87,6 @@ class LeaseKeeper:
                 if time.monotonic() - renewed > self._lease:
                     for run_id in self._working_on():
                         self._drop(run_id, "its lease could not be renewed in time")
-            await asyncio.sleep(self.interval)
 
     def _stopped(self, task: asyncio.Task[None]) -> None:
         if task.cancelled():
