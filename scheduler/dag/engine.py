@@ -360,7 +360,9 @@ class Engine:
         resumed = await self.resume_all()
         if resumed:
             log.info(
-                "took over %d run(s) whose process stopped: %s", len(resumed), ", ".join(resumed)
+                "resumed %d unfinished run(s) whose process stopped: %s",
+                len(resumed),
+                ", ".join(resumed),
             )
 
     def _drop(self, run_id: str, why: str) -> None:

@@ -145,7 +145,7 @@ async def test_a_killed_replica_s_run_is_finished_by_the_other(
             await slack.wait_for(lambda s: summaries(s, root.ts) >= 1, within=WAIT)
             assert await second.stop() == 0, second.log
 
-    assert "took over 1 run(s)" in second.log
+    assert "resumed 1 unfinished run(s) whose process stopped" in second.log
     after_kill = slack.calls[calls_at_kill:]
     updates = [c for c in after_kill if c.method == "chat.update"]
     assert updates
@@ -201,7 +201,7 @@ async def test_a_replica_paused_past_its_lease_stops_and_posts_nothing(
             assert await first.stop() == 0, first.log
             assert await second.stop() == 0, second.log
 
-    assert "took over 1 run(s)" in second.log
+    assert "resumed 1 unfinished run(s) whose process stopped" in second.log
     assert summaries(slack, root.ts) == 1
     assert len([c for c in slack.calls_to("chat.postMessage") if "task_card" in c.block_types]) == 1
     [stored] = await stored_runs(postgres_url)
@@ -385,7 +385,7 @@ async def test_a_bot_never_takes_a_terminal_run_which_the_terminal_takes_back(
     # Resumed by the second terminal, never by the bot; a cancellation needs no resuming.
     assert stored["resumed"] == (1 if action == "--resume" else 0)
     assert stored["lease"].kind is OwnerKind.TERMINAL
-    assert "took over" not in bot.log
+    assert "resumed" not in bot.log
     assert slack.calls_to("chat.postMessage") == []
 
 
