@@ -444,6 +444,19 @@ class PostgresStore:
             for row in await self._fetchall(q("select_usage"), {"run_id": run_id})
         ]
 
+    async def record_feedback(self, run_id: str, user_id: str, value: str) -> bool:
+        params = {"run_id": run_id, "user_id": user_id, "value": value, "at": time.time()}
+
+        async def work(conn: Connection) -> bool:
+            cursor = await conn.execute(q("upsert_feedback"), params)
+            return bool(await cursor.fetchall())
+
+        return await self._write(work)
+
+    async def feedback(self, run_id: str) -> dict[str, int]:
+        rows = await self._fetchall(q("select_feedback_counts"), {"run_id": run_id})
+        return {str(row["value"]): int(row["votes"]) for row in rows}
+
     # -- delivery -----------------------------------------------------------------------------
 
     async def delivery(self, run_id: str) -> Delivery:

@@ -75,6 +75,16 @@ CREATE TABLE delivery_posts (
     PRIMARY KEY (run_id, post_key)
 );
 
+-- name: migration_4
+-- As queries.sql's, with a double-precision time.
+CREATE TABLE feedback (
+    run_id  TEXT NOT NULL REFERENCES runs (id),
+    user_id TEXT NOT NULL,
+    value   TEXT NOT NULL,
+    at      DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (run_id, user_id)
+);
+
 -- name: schema_version_table
 CREATE TABLE IF NOT EXISTS dagbot_schema (version INTEGER NOT NULL);
 
