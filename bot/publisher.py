@@ -222,6 +222,9 @@ class SlackPublisher:
                 await self._nap(state, delay, wake=False)
             state.dirty = False
             edited = False
+            # Cleared before the read: an urgent event that comes after it must cut the next
+            # nap short, since the state read here does not include it.
+            state.wake.clear()
             try:
                 view = await self._engine.view(state.run_id)
                 target = SlackTarget.of(view.run)
@@ -267,7 +270,6 @@ class SlackPublisher:
         """Wait `seconds`, or less when closing (or, with `wake`, when an urgent event comes)."""
         waits = [asyncio.ensure_future(self._closing.wait())]
         if wake:
-            state.wake.clear()
             waits.append(asyncio.ensure_future(state.wake.wait()))
         try:
             await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
