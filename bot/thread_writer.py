@@ -1,7 +1,7 @@
 """Writing replies into a run's Slack thread: plain posts, and summaries streamed or whole.
 
-What a workspace rejects (streaming, `markdown` blocks) is remembered per team and not tried
-there again.
+What a channel refuses (streaming, `markdown` blocks) is remembered for that channel, for a
+while (`bot.capabilities`).
 """
 
 from __future__ import annotations
@@ -13,8 +13,14 @@ from typing import Any
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.blocks import SlackMessage, classic_markdown_message, markdown_message
+from bot.blocks import (
+    SlackMessage,
+    classic_markdown_message,
+    defuse_mentions,
+    markdown_message,
+)
 from bot.budgeted_client import BudgetedWebClient
+from bot.capabilities import REFUSED_CONTENT, ChannelFacts, Feature
 from bot.slack_client import error_code, is_transient
 from scheduler.dag.state import Run
 
@@ -52,10 +58,9 @@ class SlackTarget:
 
 
 class ThreadWriter:
-    def __init__(self, client: AsyncWebClient) -> None:
+    def __init__(self, client: AsyncWebClient, facts: ChannelFacts | None = None) -> None:
         self._client = client
-        self.no_markdown_teams: set[str] = set()
-        self.no_stream_teams: set[str] = set()
+        self.facts = facts or ChannelFacts()
 
     async def post_summary_part(
         self, target: SlackTarget, part: str, metadata: dict[str, Any]
@@ -69,7 +74,9 @@ class ThreadWriter:
 
     def _can_stream(self, target: SlackTarget) -> bool:
         # chat.startStream needs the recipient's user and team ids outside DMs.
-        if not (target.user and target.team_id) or target.team_id in self.no_stream_teams:
+        if not (target.user and target.team_id) or self.facts.refuses(
+            Feature.STREAMING, target.team_id, target.channel
+        ):
             return False
         return _stream_budget_free(self._client)
 
@@ -85,14 +92,15 @@ class ThreadWriter:
             buffer_size=STREAM_BUFFER,
         )
         try:
-            for piece in _stream_pieces(part):
+            # Streamed text is markdown Slack renders: model-written mentions are defused.
+            for piece in _stream_pieces(defuse_mentions(part)):
                 await stream.append(markdown_text=piece)
             await stream.stop(metadata=metadata)
         except Exception as error:
             log.warning("streaming the summary failed (%s); posting it whole", error_code(error))
             if stream.ts is None:
-                if not is_transient(error) and target.team_id:
-                    self.no_stream_teams.add(target.team_id)
+                if not is_transient(error):
+                    self.facts.remember(Feature.STREAMING, target.team_id, target.channel)
                 return None
             # The stream began: complete that message in place rather than posting another.
             message = self._summary_message(target, part)
@@ -110,7 +118,7 @@ class ThreadWriter:
         return stream.ts
 
     def _summary_message(self, target: SlackTarget, part: str) -> SlackMessage:
-        if target.team_id in self.no_markdown_teams:
+        if self.facts.refuses(Feature.MARKDOWN_BLOCK, target.team_id, target.channel):
             return classic_markdown_message(part)
         return markdown_message(part)
 
@@ -121,11 +129,12 @@ class ThreadWriter:
         try:
             return await self.post(target, message, metadata)
         except SlackApiError as error:
-            if error_code(error) != "invalid_blocks" or target.team_id in self.no_markdown_teams:
+            if error_code(error) not in REFUSED_CONTENT or self.facts.refuses(
+                Feature.MARKDOWN_BLOCK, target.team_id, target.channel
+            ):
                 raise
-            log.warning("markdown block rejected in team %s; using mrkdwn", target.team_id)
-            if target.team_id:
-                self.no_markdown_teams.add(target.team_id)
+            log.warning("markdown block refused in channel %s; using mrkdwn", target.channel)
+            self.facts.remember(Feature.MARKDOWN_BLOCK, target.team_id, target.channel)
             return await self.post(target, classic_markdown_message(part), metadata)
 
     async def post(
