@@ -229,6 +229,9 @@ class SlackPublisher:
                 await self._nap(state, delay, wake=False)
             state.dirty = False
             edited = False
+            # Cleared before the read: an urgent event that comes after it must cut the next
+            # nap short, since the state read here does not include it.
+            state.wake.clear()
             try:
                 if not await self._engine.owns(state.run_id):
                     continue  # another process works on it now: it alone writes its messages
@@ -276,7 +279,6 @@ class SlackPublisher:
         """Wait `seconds`, or less when closing (or, with `wake`, when an urgent event comes)."""
         waits = [asyncio.ensure_future(self._closing.wait())]
         if wake:
-            state.wake.clear()
             waits.append(asyncio.ensure_future(state.wake.wait()))
         try:
             await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
