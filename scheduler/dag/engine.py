@@ -14,6 +14,7 @@ from types import MappingProxyType
 from typing import TypeVar, overload
 
 from scheduler.dag.bus import EventBus
+from scheduler.dag.drafts import Drafts
 from scheduler.dag.execution import Execution, task_states
 from scheduler.dag.executors import (
     Executor,
@@ -78,6 +79,8 @@ class Engine:
     ) -> None:
         self.store = store
         self.bus = bus or EventBus()
+        self.drafts = Drafts()
+        """Text tasks write while they run (summaries), for front ends to show live."""
         self.config = config or EngineConfig()
         self._executors = dict(executors)
         self._planner = planner
@@ -305,6 +308,7 @@ class Engine:
                 estimate=self._estimate,
                 usage_sink=self._usage_sink,
                 publish=self._publish,
+                drafts=self.drafts,
             )
             await execution.run()
             await self._record_finished(run_id, list(execution.states.values()))

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
+from scheduler.dag.drafts import Drafts
 from scheduler.dag.executors import Executor, TaskContext, UsageSink
 from scheduler.dag.graph import critical_path_priorities
 from scheduler.dag.plan import Plan, PlanTask, TaskKind
@@ -51,6 +52,7 @@ class Execution:
         estimate: Callable[[PlanTask], float],
         usage_sink: Callable[[str, str | None], UsageSink],
         publish: Callable[[Event], None],
+        drafts: Drafts | None = None,
     ) -> None:
         self.store = store
         self.executors = executors
@@ -62,6 +64,7 @@ class Execution:
         self.retry = retry
         self.usage_sink = usage_sink
         self.publish = publish
+        self.drafts = drafts or Drafts()
         self.run_id = run.id
         self.goal = run.goal
         self.states: dict[str, TaskState] = {t.id: t for t in tasks}
@@ -189,6 +192,7 @@ class Execution:
                 attempt=state.attempts,
                 results=self.results,
                 record_usage=self.usage_sink(self.run_id, task_id),
+                emit_text=self.drafts.sink(self.run_id, task_id, state.attempts),
             )
             executor = self.executors.get(state.kind)
             failure: Exception

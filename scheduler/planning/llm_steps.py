@@ -167,5 +167,8 @@ class SummaryExecutor(_LlmStep):
             results=fit_outputs(results, self._budget),
             failures=failures,
         )
-        completion = await self._llm.complete_text(messages, usage=context.record_usage)
+        # Streamed, so that front ends can show the answer while the model writes it.
+        completion = await self._llm.stream_text(
+            messages, usage=context.record_usage, on_text=context.emit_text
+        )
         return answer_text(completion)
