@@ -36,6 +36,8 @@ from bot.blocks import (
 )
 from bot.markdown import split_markdown
 from bot.slack_client import error_code, is_transient, retry_after
+from bot.summary_feedback import feedback_blocks
+from bot.summary_stream import STREAM_INTERVAL, LiveSummaries
 from bot.thread_writer import SlackTarget, ThreadWriter
 from scheduler.dag.bus import Subscription
 from scheduler.dag.engine import Engine
@@ -91,6 +93,9 @@ class SlackPublisher:
         # Workspaces (team ids) that rejected plan/task_card blocks: classic blocks there.
         self._classic_teams: set[str] = set()
         self._writer = ThreadWriter(client)
+        self._summaries = LiveSummaries(
+            client, engine.store, self._writer, interval=min(min_interval, STREAM_INTERVAL)
+        )
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -103,6 +108,7 @@ class SlackPublisher:
         if self._subscription is not None:
             return
         self._subscription = self._engine.bus.subscribe()
+        self._summaries.start(self._engine.drafts)
         self._start_consumer()
         await self._scan_unlanded()
 
@@ -115,6 +121,7 @@ class SlackPublisher:
             if not workers:
                 break
             await asyncio.wait(workers)
+        await self._summaries.aclose()
         if self._subscription is not None:
             self._subscription.close()
         if self._consumer is not None:
@@ -239,6 +246,7 @@ class SlackPublisher:
         if target is None:
             state.ignored = True
             return
+        await self._summaries.settle_orphan(run.id, target, state.meta)
         if run.plan is None and not run.status.finished:
             await self._show_working(state, target, run)
             return
@@ -335,7 +343,12 @@ class SlackPublisher:
             )
         elif run.status is RunStatus.CANCELLED and not state.meta.get("plan_ts"):
             await self._permanent_logged(state, "status", self._clear_status(target))
-        elif run.status is not RunStatus.CANCELLED:
+        elif run.status is RunStatus.CANCELLED:
+            # A summary cut short: its streamed message is finished, nothing more is posted.
+            await self._permanent_logged(
+                state, "summary", self._post_summary(state, target, view, seq, streamed_only=True)
+            )
+        else:
             await self._permanent_logged(
                 state, "summary", self._post_summary(state, target, view, seq)
             )
@@ -358,15 +371,47 @@ class SlackPublisher:
         )
 
     async def _post_summary(
-        self, state: _RunState, target: SlackTarget, view: RunView, seq: int
+        self,
+        state: _RunState,
+        target: SlackTarget,
+        view: RunView,
+        seq: int,
+        *,
+        streamed_only: bool = False,
     ) -> None:
         parts = split_markdown(summary_markdown(view), SUMMARY_PART_LIMIT)
+        posts = _dict(state.meta.get("slack_posts"))
+
+        def key(index: int) -> str:
+            return f"summary@{seq}#{index}"
+
+        def metadata(index: int) -> dict[str, Any]:
+            return {
+                "event_type": "dagbot_summary",
+                "event_payload": {"run_id": state.run_id, "key": key(index)},
+            }
+
+        # Parts already shown by the live stream are finished in place, never posted again.
+        streamed: list[str] = []
+        if not isinstance(posts.get(key(0)), str):
+            streamed = await self._summaries.finish(
+                state.run_id, target, parts, metadata, state.meta
+            )
         for index, part in enumerate(parts):
+            if index < len(streamed):
+                ts = streamed[index]
+                await self._remember_post(state, key(index), ts)
+            elif streamed_only:
+                break
+            else:
+                extra = feedback_blocks(state.run_id) if index == len(parts) - 1 else []
 
-            async def send(metadata: dict[str, Any], part: str = part) -> str:
-                return await self._writer.post_summary_part(target, part, metadata)
+                async def send(
+                    metadata: dict[str, Any], part: str = part, extra: list[Any] = extra
+                ) -> str:
+                    return await self._writer.post_summary_part(target, part, metadata, extra)
 
-            ts = await self._post_once(state, target, f"summary@{seq}#{index}", "summary", send)
+                ts = await self._post_once(state, target, key(index), "summary", send)
             if index == 0 and state.meta.get("summary_ts") != ts:
                 await self._set_meta(state, {"summary_ts": ts})
 

@@ -1,4 +1,4 @@
-"""Writing replies into a run's Slack thread: plain posts, and summaries streamed or whole.
+"""Writing replies into a run's Slack thread: plain posts, and summaries posted whole.
 
 What a workspace rejects (streaming, `markdown` blocks) is remembered per team and not tried
 there again.
@@ -7,6 +7,7 @@ there again.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,12 +15,10 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.blocks import SlackMessage, classic_markdown_message, markdown_message
-from bot.slack_client import error_code, is_transient
+from bot.slack_client import error_code
 from scheduler.dag.state import Run
 
 log = logging.getLogger("dagbot.slack")
-
-STREAM_BUFFER = 1024
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -57,54 +56,24 @@ class ThreadWriter:
         self.no_stream_teams: set[str] = set()
 
     async def post_summary_part(
-        self, target: SlackTarget, part: str, metadata: dict[str, Any]
+        self,
+        target: SlackTarget,
+        part: str,
+        metadata: dict[str, Any],
+        extra_blocks: Sequence[dict[str, Any]] = (),
     ) -> str:
-        """Post one part of a summary: streamed where the workspace allows, else whole."""
-        if self._can_stream(target):
-            streamed = await self._stream_summary_part(target, part, metadata)
-            if streamed is not None:
-                return streamed
-        return await self._post_summary_part(target, part, metadata)
+        """Post one part of a summary whole (a summary is streamed only while it is written,
+        by bot.summary_stream); `extra_blocks` go under the text (feedback buttons)."""
+        return await self._post_summary_part(target, part, metadata, extra_blocks)
 
-    def _can_stream(self, target: SlackTarget) -> bool:
-        # chat.startStream needs the recipient's user and team ids outside DMs.
-        return bool(target.user and target.team_id) and target.team_id not in self.no_stream_teams
+    def can_stream(self, target: SlackTarget) -> bool:
+        """Whether a summary may be streamed to this thread's requester.
 
-    async def _stream_summary_part(
-        self, target: SlackTarget, part: str, metadata: dict[str, Any]
-    ) -> str | None:
-        """The ts of the streamed message, or None when the part must be posted whole."""
-        stream = await self._client.chat_stream(
-            channel=target.channel,
-            thread_ts=target.thread_ts,
-            recipient_team_id=target.team_id,
-            recipient_user_id=target.user,
-            buffer_size=STREAM_BUFFER,
-        )
-        try:
-            for piece in _stream_pieces(part):
-                await stream.append(markdown_text=piece)
-            await stream.stop(metadata=metadata)
-        except Exception as error:
-            log.warning("streaming the summary failed (%s); posting it whole", error_code(error))
-            if stream.ts is None:
-                if not is_transient(error) and target.team_id:
-                    self.no_stream_teams.add(target.team_id)
-                return None
-            # The stream began: complete that message in place rather than posting another.
-            message = self._summary_message(target, part)
-            try:
-                await self._client.chat_update(
-                    channel=target.channel,
-                    ts=stream.ts,
-                    text=message.text,
-                    blocks=message.blocks,
-                    metadata=metadata,
-                )
-            except SlackApiError as update_error:
-                log.warning("completing the streamed summary failed (%s)", error_code(update_error))
-                return None
-        return stream.ts
+        chat.startStream needs the recipient's user and team ids outside DMs.
+        """
+        if target.team_id in self.no_stream_teams:
+            return False
+        return target.channel.startswith("D") or bool(target.user and target.team_id)
 
     def _summary_message(self, target: SlackTarget, part: str) -> SlackMessage:
         if target.team_id in self.no_markdown_teams:
@@ -112,9 +81,13 @@ class ThreadWriter:
         return markdown_message(part)
 
     async def _post_summary_part(
-        self, target: SlackTarget, part: str, metadata: dict[str, Any]
+        self,
+        target: SlackTarget,
+        part: str,
+        metadata: dict[str, Any],
+        extra_blocks: Sequence[dict[str, Any]],
     ) -> str:
-        message = self._summary_message(target, part)
+        message = _with_blocks(self._summary_message(target, part), extra_blocks)
         try:
             return await self.post(target, message, metadata)
         except SlackApiError as error:
@@ -123,7 +96,8 @@ class ThreadWriter:
             log.warning("markdown block rejected in team %s; using mrkdwn", target.team_id)
             if target.team_id:
                 self.no_markdown_teams.add(target.team_id)
-            return await self.post(target, classic_markdown_message(part), metadata)
+            classic = _with_blocks(classic_markdown_message(part), extra_blocks)
+            return await self.post(target, classic, metadata)
 
     async def post(
         self, target: SlackTarget, message: SlackMessage, metadata: dict[str, Any]
@@ -139,7 +113,7 @@ class ThreadWriter:
         return str(response["ts"])
 
 
-def _stream_pieces(markdown: str) -> list[str]:
-    """Paragraph-sized pieces that join back to exactly `markdown`."""
-    pieces = markdown.split("\n\n")
-    return [piece + "\n\n" for piece in pieces[:-1]] + [pieces[-1]]
+def _with_blocks(message: SlackMessage, blocks: Sequence[dict[str, Any]]) -> SlackMessage:
+    if not blocks:
+        return message
+    return SlackMessage(text=message.text, blocks=[*message.blocks, *blocks])

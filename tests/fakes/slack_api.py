@@ -54,9 +54,9 @@ MAX_BLOCKS = 50
 MAX_SECTION_TEXT = 3000
 MAX_MESSAGE_TEXT = 4000
 MAX_MARKDOWN_TEXT = 12000
-MAX_STREAMED_TEXT = 12000
-"""Text a streamed message holds before Slack answers `msg_too_long` (measured by others at
-about 10,600-11,300 UTF-8 bytes; undocumented). Tests may lower `max_streamed_text`."""
+MAX_STREAMED_TEXT = 11000
+"""UTF-8 bytes of text a streamed message holds before Slack answers `msg_too_long` (measured
+by others at about 10,600-11,300 bytes; undocumented). Tests may lower `max_streamed_text`."""
 
 # Fields that slack_sdk (or any client) may send as JSON-encoded strings inside a form body.
 _JSON_FIELDS = frozenset(
@@ -551,7 +551,8 @@ class FakeSlack:
     # slack-sdk#1859). While streaming it cannot be edited (`streaming_state_conflict`); once
     # finalized it cannot be appended to or stopped (`message_not_in_streaming_state`), only
     # edited like any message. Each call carries at most 12,000 characters of markdown, and
-    # a streamed message as a whole refuses text past `max_streamed_text` (`msg_too_long`).
+    # a streamed message as a whole refuses text past `max_streamed_text` UTF-8 bytes
+    # (`msg_too_long`).
 
     def expire_stream(self, channel: str, ts: str) -> None:
         """Finalize a streaming message as Slack does after a stream sits idle too long."""
@@ -572,7 +573,7 @@ class FakeSlack:
             if not body.get("recipient_user_id"):
                 raise SlackError("missing_recipient_user_id")
         text = _stream_text(body)
-        if len(text) > self.max_streamed_text:
+        if _utf8(text) > self.max_streamed_text:
             raise SlackError("msg_too_long")
         message = FakeMessage(
             channel=channel,
@@ -597,7 +598,7 @@ class FakeSlack:
         addition = _stream_text(body)
         if not addition:
             raise SlackError("no_text")
-        if len(message.text) + len(addition) > self.max_streamed_text:
+        if _utf8(message.text + addition) > self.max_streamed_text:
             raise SlackError("msg_too_long")
         message.text += addition
         message.versions.append(message.text)
@@ -606,7 +607,7 @@ class FakeSlack:
     def _stop_stream(self, body: dict[str, Any]) -> dict[str, Any]:
         message = self._streaming(body)
         addition = _stream_text(body)
-        if len(message.text) + len(addition) > self.max_streamed_text:
+        if _utf8(message.text + addition) > self.max_streamed_text:
             raise SlackError("msg_too_long")
         if body.get("blocks") is not None:
             self._check_blocks(body["blocks"])
@@ -746,6 +747,10 @@ def _stream_text(body: dict[str, Any]) -> str:
     if any(len(text) > MAX_MARKDOWN_TEXT for text in texts):
         raise SlackError("msg_too_long")
     return "".join(texts)
+
+
+def _utf8(text: str) -> int:
+    return len(text.encode())
 
 
 def _valid_metadata(metadata: Any) -> bool:
