@@ -61,13 +61,21 @@ NOT_STREAMING = "message_not_in_streaming_state"
 
 @dataclass(frozen=True, kw_only=True)
 class StreamRecord:
-    """What survives a crash: the streamed messages and whether they were finished."""
+    """What survives a crash: the streamed messages and whether they were finished.
+
+    `starting` is written before each chat.startStream and cleared with its ts: a crash in
+    between leaves a message whose ts was never learnt, found again in the thread.
+    """
 
     ts: tuple[str, ...]
     finished: bool = False
+    starting: bool = False
 
     def to_meta(self) -> dict[str, Any]:
-        return {"ts": list(self.ts), "finished": self.finished}
+        meta: dict[str, Any] = {"ts": list(self.ts), "finished": self.finished}
+        if self.starting:
+            meta["starting"] = True
+        return meta
 
     @classmethod
     def of(cls, meta: dict[str, Any]) -> StreamRecord | None:
@@ -75,7 +83,10 @@ class StreamRecord:
         if not isinstance(value, dict) or not isinstance(value.get("ts"), list):
             return None
         ts = tuple(t for t in value["ts"] if isinstance(t, str) and t)
-        return cls(ts=ts, finished=bool(value.get("finished"))) if ts else None
+        starting = bool(value.get("starting"))
+        if not ts and not starting:
+            return None
+        return cls(ts=ts, finished=bool(value.get("finished")), starting=starting)
 
 
 def streamable(raw: str) -> str:
@@ -316,6 +327,9 @@ class LiveSummaries:
     async def _start(self, live: _Live, piece: str) -> None:
         assert live.target is not None
         target = live.target
+        known = tuple(m.ts for m in live.messages)
+        intent = StreamRecord(ts=known, starting=True)
+        await self._store.update_meta(live.run_id, {STREAM_KEY: intent.to_meta()})
         response = await self._client.chat_startStream(
             channel=target.channel,
             thread_ts=target.thread_ts,
@@ -342,9 +356,32 @@ class LiveSummaries:
         record = StreamRecord.of(meta)
         if record is None or record.finished:
             return
-        for ts in record.ts:
+        for ts in await self._orphans(target, record):
             await self._stop_quietly(target, ts)
         self._settled.add(run_id)
+
+    async def _orphans(self, target: SlackTarget, record: StreamRecord) -> list[str]:
+        """The ts of an earlier process's streamed messages, the one it never learnt included.
+
+        That one is the bot's reply in the thread without message metadata (every other
+        dagbot message carries it; a stream gets it only when stopped) and not yet known.
+        """
+        found = list(record.ts)
+        if not record.starting:
+            return found
+        response = await self._client.conversations_replies(
+            channel=target.channel, ts=target.thread_ts, include_all_metadata=True, limit=200
+        )
+        for message in response.get("messages") or []:
+            ts = str(message.get("ts", ""))
+            if (
+                ts != target.thread_ts
+                and message.get("bot_id")
+                and not message.get("metadata")
+                and ts not in found
+            ):
+                found.append(ts)
+        return sorted(found, key=float)
 
     async def finish(
         self,
@@ -367,7 +404,8 @@ class LiveSummaries:
             messages = live.messages
         elif record is not None and not record.finished:
             # From an earlier process: what the messages hold is not known; stop and edit.
-            messages = [_Message(ts=ts, text="", known=False) for ts in record.ts]
+            orphans = await self._orphans(target, record)
+            messages = [_Message(ts=ts, text="", known=False) for ts in orphans]
         else:
             self._runs.pop(run_id, None)
             return []
