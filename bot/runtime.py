@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from bot.settings import Settings
 from scheduler.dag.engine import Engine, EngineConfig
 from scheduler.dag.plan import TaskKind
-from scheduler.dag.retry import RetryPolicy
 from scheduler.planning.llm import LLM
 from scheduler.planning.llm_steps import LlmExecutor, SummaryExecutor
 from scheduler.planning.planner import LLMPlanner
@@ -47,7 +46,7 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
                     max_concurrency=settings.max_concurrency,
                     max_total_concurrency=settings.max_total_concurrency,
                     task_timeout=settings.task_timeout,
-                    retry=RetryPolicy(),
+                    retry=settings.retry_policies(),
                     max_tasks=settings.max_tasks,
                 ),
             )

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from scheduler.dag.plan import TaskKind
+from scheduler.dag.retry import PLANNING, RetryPolicies, RetryPolicy
 
 DEFAULT_MODEL = "gpt-5-mini"
 
@@ -40,6 +43,31 @@ class Settings(BaseSettings):
     task_timeout: float = Field(default=300.0, gt=0, alias="DAGBOT_TASK_TIMEOUT")
     max_tasks: int = Field(default=50, ge=2, le=500, alias="DAGBOT_MAX_TASKS")
     max_goal_chars: int = Field(default=4000, ge=10, alias="DAGBOT_MAX_GOAL_CHARS")
+    max_attempts: str = Field(default="3", alias="DAGBOT_MAX_ATTEMPTS")
+    retry_base_delay: float = Field(default=0.5, gt=0, alias="DAGBOT_RETRY_BASE_DELAY")
+    retry_max_delay: float = Field(default=20.0, gt=0, alias="DAGBOT_RETRY_MAX_DELAY")
+
+    @field_validator("max_attempts")
+    @classmethod
+    def _attempts_parse(cls, value: str) -> str:
+        parse_attempts(value)
+        return value
+
+    def retry_policies(self) -> RetryPolicies:
+        """DAGBOT_MAX_ATTEMPTS and the delays as one policy per task kind and for planning."""
+        default, overrides = parse_attempts(self.max_attempts)
+
+        def policy(attempts: int) -> RetryPolicy:
+            return RetryPolicy(
+                max_attempts=attempts,
+                base_delay=self.retry_base_delay,
+                max_delay=self.retry_max_delay,
+            )
+
+        return RetryPolicies(
+            default=policy(default),
+            overrides={key: policy(attempts) for key, attempts in overrides.items()},
+        )
 
     def mcp_config_path(self) -> Path | None:
         """DAGBOT_MCP_CONFIG, else ./mcp.json when it exists, else None (no tools)."""
@@ -57,6 +85,32 @@ class Settings(BaseSettings):
                 value = value.get_secret_value()
             if not value:
                 raise ConfigError(f"{variable} is not set; it is required to run this command.")
+
+
+RETRY_KEYS = (*(kind.value for kind in TaskKind), PLANNING)
+
+
+def parse_attempts(text: str) -> tuple[int, dict[str, int]]:
+    """`"3"` or `"3,tool=5,planning=2"`: attempts for everything, then per task kind or planning.
+
+    Raises ValueError with a message naming what is wrong.
+    """
+    default: int | None = None
+    overrides: dict[str, int] = {}
+    for item in (part.strip() for part in text.split(",")):
+        key, _, number = item.rpartition("=")
+        key = key.strip()
+        if key and key not in RETRY_KEYS:
+            raise ValueError(f"unknown kind {key!r}; use one of {', '.join(RETRY_KEYS)}")
+        if not number.strip().isdigit() or int(number) < 1:
+            raise ValueError(f"{item!r} is not a number of attempts of at least 1")
+        if key:
+            overrides[key] = int(number)
+        elif default is None:
+            default = int(number)
+        else:
+            raise ValueError("give the number for every kind once, before the per-kind ones")
+    return (3 if default is None else default), overrides
 
 
 def load_settings() -> Settings:

@@ -23,11 +23,12 @@ from scheduler.dag.executors import (
     PlanRequest,
     UsageSink,
 )
+from scheduler.dag.kinds import KINDS, rules
 from scheduler.dag.plan import Plan, PlanTask, TaskKind
-from scheduler.dag.retry import RetryPolicy
+from scheduler.dag.retry import PLANNING, RetryPolicies, retry_delay
 from scheduler.dag.state import Run, RunView, TaskState
 from scheduler.dag.validation import DEFAULT_MAX_TASKS, validate_plan
-from scheduler.errors import PlanInvalid, PlanningFailed, RunNotFound
+from scheduler.errors import PlanInvalid, PlanningFailed, RunNotFound, TaskError
 from storage.records import (
     Event,
     EventKind,
@@ -44,7 +45,7 @@ log = logging.getLogger("dagbot.engine")
 Estimator = Callable[[PlanTask], float]
 
 KIND_WEIGHT: Mapping[TaskKind, float] = MappingProxyType(
-    {TaskKind.TOOL: 1.0, TaskKind.LLM: 3.0, TaskKind.SUMMARY: 3.0}
+    {kind: kind_rules.weight for kind, kind_rules in KINDS.items()}
 )
 HISTORY_DEPTH = 5
 _T = TypeVar("_T")
@@ -52,7 +53,7 @@ _T = TypeVar("_T")
 
 def estimate_by_kind(task: PlanTask) -> float:
     """Relative cost of a task before it has run: LLM calls are slower than most tool calls."""
-    return KIND_WEIGHT[task.kind]
+    return rules(task.kind).weight
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -62,7 +63,8 @@ class EngineConfig:
     max_total_concurrency: int = 32
     """Tasks of all runs at once, process-wide."""
     task_timeout: float = 300.0
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    retry: RetryPolicies = field(default_factory=RetryPolicies)
+    """Per task kind and for planning; the only retry layer (the LLM client does not retry)."""
     max_tasks: int = DEFAULT_MAX_TASKS
 
 
@@ -189,7 +191,9 @@ class Engine:
             return False
         tasks = [TaskState.from_record(t) for t in await self.store.get_tasks(run_id)]
         redo = [
-            t for t in tasks if t.status is not TaskStatus.SUCCEEDED or t.kind is TaskKind.SUMMARY
+            t
+            for t in tasks
+            if t.status is not TaskStatus.SUCCEEDED or rules(t.kind).reruns_on_retry
         ]
         transitions = [
             Transition(
@@ -316,15 +320,53 @@ class Engine:
             if run_id in self._cancelling:
                 await self._record_cancelled(run_id)
             raise
+        except Exception as error:
+            # A bug, or a store that stopped answering. Left alone the run would read as
+            # running for ever, could not be cancelled, and would fail the same way on every
+            # start: end it, with a message that says what happened.
+            log.exception("run %s stopped by an internal error", run_id)
+            await self._record_stopped(run_id, error)
         finally:
             self._cancelling.discard(run_id)
 
     async def _record_cancelled(self, run_id: str) -> None:
+        await self._end_unfinished(
+            run_id,
+            Transition(
+                run_id=run_id,
+                kind=EventKind.RUN_CANCELLED,
+                run_status=RunStatus.CANCELLED,
+                error="Cancelled.",
+            ),
+        )
+
+    async def _record_stopped(self, run_id: str, error: Exception) -> None:
+        reason = (
+            f"dagbot stopped this run after an internal error ({type(error).__name__}: "
+            f"{error}); unfinished tasks were cancelled. Retry the run once the cause is fixed."
+        )
+        try:
+            await self._end_unfinished(
+                run_id,
+                Transition(
+                    run_id=run_id,
+                    kind=EventKind.RUN_FINISHED,
+                    run_status=RunStatus.FAILED,
+                    error=reason,
+                    data={"status": RunStatus.FAILED.value, "stage": "internal"},
+                ),
+            )
+        except Exception:
+            # The store itself is what failed: the run resumes on the next start.
+            log.exception("could not record that run %s stopped", run_id)
+
+    async def _end_unfinished(self, run_id: str, ending: Transition) -> None:
+        """Cancel the run's unfinished tasks and record `ending`, in one commit."""
         # Every transition the run queued has landed (Execution.run waits for them on its way
         # out), so the store is current.
         run = await self.store.get_run(run_id)
         if run is None or run.status.finished:
-            return  # it finished (or failed planning) just before the cancellation arrived
+            return  # it finished (or failed planning) just before this
         unfinished = [t for t in await self.store.get_tasks(run_id) if not t.status.finished]
         transitions = [
             Transition(
@@ -335,14 +377,7 @@ class Engine:
             )
             for task in unfinished
         ]
-        transitions.append(
-            Transition(
-                run_id=run_id,
-                kind=EventKind.RUN_CANCELLED,
-                run_status=RunStatus.CANCELLED,
-                error="Cancelled.",
-            )
-        )
+        transitions.append(ending)
         await self._record_all(transitions)
 
     async def _record_finished(self, run_id: str, tasks: list[TaskState]) -> None:
@@ -375,14 +410,7 @@ class Engine:
                     raise PlanningFailed(
                         "No planner is configured, so this goal cannot be planned."
                     )
-                plan = await self._planner(
-                    PlanRequest(
-                        run_id=run.id,
-                        goal=run.goal,
-                        history=await self._history(run),
-                        record_usage=self._usage_sink(run.id, None),
-                    )
-                )
+                plan = await self._plan_with_retries(self._planner, run)
             # Given plans are checked too: one with a cycle or an unknown dependency would
             # otherwise stop the run loop with an internal error on every start.
             problems = validate_plan(plan, max_tasks=self.config.max_tasks)
@@ -407,6 +435,30 @@ class Engine:
             ]
         )
         return None
+
+    async def _plan_with_retries(self, planner: Planner, run: Run) -> Plan:
+        """Ask the planner, retrying transient failures by the planning policy."""
+        request = PlanRequest(
+            run_id=run.id,
+            goal=run.goal,
+            history=await self._history(run),
+            record_usage=self._usage_sink(run.id, None),
+        )
+        policy = self.config.retry.of(PLANNING)
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return await planner(request)
+            except TaskError as error:
+                delay = retry_delay(error, attempt, policy)
+                if delay is None:
+                    raise PlanningFailed(
+                        "I could not plan this goal because the language model call failed "
+                        f"({attempt} attempt(s)): {error}"
+                    ) from error
+                log.info("planning run %s: attempt %d failed, retrying: %s", run.id, attempt, error)
+                await asyncio.sleep(delay)
 
     async def _history(self, run: Run) -> tuple[History, ...]:
         earlier: list[History] = []

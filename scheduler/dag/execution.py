@@ -15,9 +15,10 @@ from types import MappingProxyType
 from scheduler.dag.drafts import Drafts
 from scheduler.dag.executors import Executor, TaskContext, UsageSink
 from scheduler.dag.graph import critical_path_priorities
+from scheduler.dag.kinds import rules
 from scheduler.dag.plan import Plan, PlanTask, TaskKind
 from scheduler.dag.refs import references_in, substitute
-from scheduler.dag.retry import RetryPolicy, retry_delay
+from scheduler.dag.retry import RetryPolicies, retry_delay
 from scheduler.dag.state import Run, TaskState
 from scheduler.errors import TaskError
 from storage.records import Event, EventKind, TaskRecord, TaskStatus, Transition
@@ -48,7 +49,7 @@ class Execution:
         slots: asyncio.Semaphore,
         limit: int,
         timeout: float,
-        retry: RetryPolicy,
+        retry: RetryPolicies,
         estimate: Callable[[PlanTask], float],
         usage_sink: Callable[[str, str | None], UsageSink],
         publish: Callable[[Event], None],
@@ -126,7 +127,7 @@ class Execution:
                 ),
                 None,
             )
-            if blocked_by is not None and task.kind is not TaskKind.SUMMARY:
+            if blocked_by is not None and not rules(task.kind).joins_failures:
                 self._skip(task_id, blocked_by, announced)
             elif self.waiting[task_id] == 0:
                 self._push(task_id)
@@ -165,7 +166,8 @@ class Execution:
     async def _attempts(self, task_id: str) -> asyncio.Future[Event]:
         """Run the task until it succeeds or may not be retried; returns its queued outcome."""
         attempt = self.interrupted.pop(task_id, 0)
-        if attempt >= self.retry.max_attempts + CRASH_RESTARTS:
+        policy = self.retry.of(self.states[task_id].kind)
+        if attempt >= policy.max_attempts + CRASH_RESTARTS:
             return self._transition(
                 task_id,
                 EventKind.TASK_FAILED,
@@ -214,7 +216,7 @@ class Execution:
                     task_id, EventKind.TASK_SUCCEEDED, TaskStatus.SUCCEEDED, output=output
                 )
             message = describe(failure, self.timeout)
-            delay = retry_delay(failure, attempt, self.retry)
+            delay = retry_delay(failure, attempt, policy)
             if delay is None:
                 return self._transition(
                     task_id, EventKind.TASK_FAILED, TaskStatus.FAILED, error=message
@@ -251,7 +253,7 @@ class Execution:
             child = self.states[child_id]
             if child.status.finished or child_id not in self.waiting:
                 continue
-            if succeeded or child.kind is TaskKind.SUMMARY:
+            if succeeded or rules(child.kind).joins_failures:
                 self.waiting[child_id] -= 1
                 if self.waiting[child_id] == 0:
                     self._push(child_id)

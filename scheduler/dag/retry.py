@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from scheduler.errors import TaskError
+
+PLANNING = "planning"
+"""The key of the planner's policy among the task kinds' policies."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -13,6 +18,23 @@ class RetryPolicy:
     max_attempts: int = 3
     base_delay: float = 0.5
     max_delay: float = 20.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class RetryPolicies:
+    """One policy per task kind and one for planning: the only retry layer there is.
+
+    Clients below the engine (the OpenAI SDK) are built not to retry, so one attempt here is one
+    request there and a hung call costs at most `max_attempts` timeouts.
+    """
+
+    default: RetryPolicy = field(default_factory=RetryPolicy)
+    overrides: Mapping[str, RetryPolicy] = field(default_factory=lambda: MappingProxyType({}))
+    """Keyed by task kind (`tool`, `llm`, `summary`) or PLANNING."""
+
+    def of(self, kind: str) -> RetryPolicy:
+        """The policy for tasks of `kind` (or PLANNING)."""
+        return self.overrides.get(kind, self.default)
 
 
 def is_retryable(error: BaseException) -> bool:

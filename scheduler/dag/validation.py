@@ -12,7 +12,8 @@ from referencing.exceptions import Unresolvable
 
 from scheduler.dag.catalogue import ToolSpec
 from scheduler.dag.graph import ancestors, find_cycle
-from scheduler.dag.plan import Plan, PlanTask, TaskKind
+from scheduler.dag.kinds import KINDS, Needs, rules
+from scheduler.dag.plan import Plan, PlanTask
 from scheduler.dag.refs import REFERENCE, references_in
 
 DEFAULT_MAX_TASKS = 50
@@ -47,14 +48,15 @@ def validate_plan(
     )
     ids = set(counts)
 
-    summaries = [task.id for task in tasks if task.kind is TaskKind.SUMMARY]
-    if not summaries:
-        problems.append("The plan has no summary task; add exactly one task of kind 'summary'.")
-    elif len(summaries) > 1:
-        problems.append(
-            f"The plan has {len(summaries)} summary tasks ({', '.join(summaries)}); "
-            "keep exactly one."
-        )
+    for kind in (kind for kind, kind_rules in KINDS.items() if kind_rules.exactly_one):
+        of_kind = [task.id for task in tasks if task.kind is kind]
+        if not of_kind:
+            problems.append(f"The plan has no {kind} task; add exactly one task of kind '{kind}'.")
+        elif len(of_kind) > 1:
+            problems.append(
+                f"The plan has {len(of_kind)} {kind} tasks ({', '.join(of_kind)}); "
+                "keep exactly one."
+            )
 
     for task in tasks:
         problems.extend(_task_problems(task, ids, catalogue))
@@ -95,7 +97,8 @@ def _task_problems(
         refs = ", ".join("{{" + ref + "}}" for ref in unknown_refs)
         problems.append(f"Task {task.id!r} references {refs}, which is not a task in the plan.")
 
-    if task.kind is TaskKind.TOOL:
+    needs = rules(task.kind).needs
+    if needs is Needs.TOOL:
         if not task.tool:
             problems.append(f"Task {task.id!r} is a tool task but names no tool.")
         elif catalogue is not None:
@@ -107,11 +110,13 @@ def _task_problems(
                 )
             else:
                 problems.extend(_argument_problems(task, spec))
-    elif task.kind is TaskKind.LLM:
-        if not (task.prompt or "").strip():
-            problems.append(f"Task {task.id!r} is an llm task but has no prompt.")
+    else:
+        if needs is Needs.PROMPT and not (task.prompt or "").strip():
+            problems.append(f"Task {task.id!r} is an {task.kind} task but has no prompt.")
         if task.tool:
-            problems.append(f"Task {task.id!r} is an llm task but names a tool; use kind 'tool'.")
+            problems.append(
+                f"Task {task.id!r} is an {task.kind} task but names a tool; use kind 'tool'."
+            )
     return problems
 
 

@@ -25,7 +25,8 @@ from scheduler.errors import TaskError
 OPENAI_URL = "https://api.openai.com/v1"
 LOCAL_SERVER_KEY = "not-needed"
 """AsyncOpenAI insists on a key; local OpenAI-compatible servers usually ignore it."""
-DEFAULT_MAX_RETRIES = 2
+DEFAULT_MAX_RETRIES = 0
+"""The SDK does not retry: the engine's retry policy is the one layer (see RetryPolicies)."""
 
 # Status codes where another try may succeed (the SDK's own retry set: timeout, lock, rate, server).
 _RETRYABLE_STATUS = frozenset({408, 409, 429})

@@ -267,6 +267,8 @@ class LLMPlanner:
                     messages, name=SCHEMA_NAME, schema=schema, usage=request.record_usage
                 )
             except TaskError as error:
+                if error.retryable:
+                    raise  # the engine retries planning by its policy
                 raise PlanningFailed(
                     f"I could not plan this goal because the language model call failed: {error}"
                 ) from error

@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -10,14 +11,16 @@ import pytest
 from scheduler.dag.engine import Engine, EngineConfig
 from scheduler.dag.executors import Executor, PlanRequest, TaskContext
 from scheduler.dag.plan import Plan, PlanTask, TaskKind
-from scheduler.dag.retry import RetryPolicy
+from scheduler.dag.retry import PLANNING, RetryPolicies, RetryPolicy
 from scheduler.errors import PlanningFailed, RunNotFound, TaskError
 from storage.records import EventKind, NewRun, RunStatus, TaskStatus, Transition
 from storage.sqlite import SqliteStore
 from tests.support.executors import Echo, Gate, statuses
 from tests.support.plans import chain_plan, fan_plan, llm, plan, summary, tool
 
-FAST_RETRY = RetryPolicy(max_attempts=3, base_delay=0.001, max_delay=0.002)
+ONE_ATTEMPT = RetryPolicies(default=RetryPolicy(max_attempts=1))
+
+FAST_RETRY = RetryPolicies(default=RetryPolicy(max_attempts=3, base_delay=0.001, max_delay=0.002))
 
 MakeEngine = Callable[..., Awaitable[Engine]]
 
@@ -225,7 +228,7 @@ async def test_a_duration_aware_estimate_changes_the_order(make_engine: MakeEngi
 async def test_a_task_that_outlives_its_timeout_fails(make_engine: MakeEngine) -> None:
     gate = Gate()
     gate.release("s")  # t1 is never released
-    engine = await make_engine(gate, task_timeout=0.05, retry=RetryPolicy(max_attempts=1))
+    engine = await make_engine(gate, task_timeout=0.05, retry=ONE_ATTEMPT)
     view = await engine.wait(await run_plan(engine, plan(tool("t1"), summary("s", "t1"))))
     assert view.task("t1").status is TaskStatus.FAILED
     assert view.task("t1").error == "Timed out after 0.05 s."
@@ -432,7 +435,7 @@ async def test_retry_failed_reruns_what_did_not_succeed_and_the_summary(
     make_engine: MakeEngine,
 ) -> None:
     echo = Echo(failures={"a": [TaskError("flaky")]})
-    engine = await make_engine(echo, retry=RetryPolicy(max_attempts=1))
+    engine = await make_engine(echo, retry=ONE_ATTEMPT)
     the_plan = plan(tool("a"), tool("b", "a"), tool("d"), summary("s", "b", "d"))
     run_id = await run_plan(engine, the_plan)
     assert (await engine.view(run_id)).run.status is RunStatus.FAILED
@@ -637,6 +640,79 @@ async def test_a_given_plan_is_validated_too(make_engine: MakeEngine) -> None:
     assert view.run.error is not None
     assert "Task 't1' depends on unknown task(s) zz." in view.run.error
     assert await engine.store.unfinished_runs() == []
+
+
+class FlakyPlanner:
+    """Raises the given errors on its first calls, then returns `result`."""
+
+    def __init__(self, errors: list[BaseException], result: Plan) -> None:
+        self.errors = list(errors)
+        self.result = result
+        self.calls = 0
+
+    async def __call__(self, request: PlanRequest) -> Plan:
+        self.calls += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        return self.result
+
+
+async def test_a_transient_planning_failure_is_retried(make_engine: MakeEngine) -> None:
+    planner = FlakyPlanner([TaskError("HTTP 503", retryable=True)], plan(tool("t1"), summary("s")))
+    engine = await make_engine(Echo(), planner=planner)
+    view = await engine.wait((await engine.submit("g")).id)
+    assert (view.run.status, planner.calls) == (RunStatus.SUCCEEDED, 2)
+
+
+@pytest.mark.parametrize(
+    ("error", "calls"),
+    [(TaskError("HTTP 503", retryable=True), 2), (TaskError("HTTP 401", retryable=False), 1)],
+    ids=["transient, until the planning budget is spent", "permanent, at once"],
+)
+async def test_planning_retries_follow_the_planning_policy(
+    make_engine: MakeEngine, error: TaskError, calls: int
+) -> None:
+    planner = FlakyPlanner([error] * 5, plan(tool("t1"), summary("s")))
+    fast = RetryPolicy(max_attempts=3, base_delay=0.001, max_delay=0.002)
+    policies = RetryPolicies(default=fast, overrides={PLANNING: replace(fast, max_attempts=2)})
+    engine = await make_engine(Echo(), planner=planner, retry=policies)
+    view = await engine.wait((await engine.submit("g")).id)
+    assert (view.run.status, planner.calls) == (RunStatus.FAILED, calls)
+    assert view.run.error == (
+        f"I could not plan this goal because the language model call failed ({calls} "
+        f"attempt(s)): {error}"
+    )
+
+
+async def test_each_kind_retries_by_its_own_policy(make_engine: MakeEngine) -> None:
+    boom = TaskError("flaky", retryable=True)
+    echo = Echo(failures={"t1": [boom] * 5, "c": [boom] * 5})
+    fast = RetryPolicy(max_attempts=3, base_delay=0.001, max_delay=0.002)
+    policies = RetryPolicies(default=fast, overrides={"llm": replace(fast, max_attempts=1)})
+    engine = await make_engine(echo, retry=policies)
+    view = await engine.wait(
+        await run_plan(engine, plan(tool("t1"), llm("c", prompt="x"), summary("s", "t1", "c")))
+    )
+    assert (echo.count("t1"), echo.count("c")) == (3, 1)
+    assert statuses(view.tasks) == {"t1": "failed", "c": "failed", "s": "succeeded"}
+
+
+async def test_an_internal_error_in_a_run_fails_it_instead_of_leaving_it_running(
+    make_engine: MakeEngine,
+) -> None:
+    # A priority estimator that raises stands for any bug inside a run's driver (such as a kind
+    # added without its rules): the run must end, say why, and not come back on the next start.
+    def broken(task: PlanTask) -> float:
+        raise KeyError(task.kind)
+
+    engine = await make_engine(Echo(), estimate=broken)
+    view = await engine.wait(await run_plan(engine, plan(tool("t1"), summary("s", "t1"))))
+    assert view.run.status is RunStatus.FAILED
+    assert view.run.error is not None
+    assert view.run.error.startswith("dagbot stopped this run after an internal error (KeyError")
+    assert statuses(view.tasks) == {"t1": "cancelled", "s": "cancelled"}
+    assert await engine.store.unfinished_runs() == []
+    assert await engine.resume_all() == []
 
 
 async def test_the_planner_gets_the_goal_and_the_thread_history(make_engine: MakeEngine) -> None:
@@ -896,7 +972,7 @@ async def test_a_crash_interrupted_task_runs_again_even_with_no_retries(
 ) -> None:
     run_id = await interrupted_run(db_path, starts=1)
     echo = Echo()
-    engine = await make_engine(echo, retry=RetryPolicy(max_attempts=1))
+    engine = await make_engine(echo, retry=ONE_ATTEMPT)
     await engine.resume_all()
     await engine.run_until_idle()
     view = await engine.view(run_id)

@@ -343,3 +343,19 @@ def test_redact(text: str, secrets: tuple[str, ...], expected: str) -> None:
 )
 def test_public_url(url: str, expected: str) -> None:
     assert public_url(url) == expected
+
+
+async def test_by_default_the_client_does_not_retry_the_engine_does(
+    fake_openai: FakeOpenAI,
+) -> None:
+    # One engine attempt is one request: retries nested inside each attempt made one llm task
+    # send up to nine requests and a hung step take about fifteen minutes to fail.
+    client = LLM(model="m", api_key=fake_openai.api_key, base_url=fake_openai.base_url)
+    fake_openai.script(Reply.http_error(503, "busy"))
+    try:
+        with pytest.raises(TaskError) as raised:
+            await client.complete_text(HELLO, usage=UsageLog())
+    finally:
+        await client.aclose()
+    assert raised.value.retryable
+    assert len(fake_openai.requests) == 1

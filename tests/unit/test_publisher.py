@@ -18,11 +18,13 @@ from bot.slack_client import make_client
 from scheduler.dag.engine import Engine, EngineConfig
 from scheduler.dag.executors import Executor, Planner, PlanRequest, TaskContext
 from scheduler.dag.plan import Plan, PlanTask, TaskKind
-from scheduler.dag.retry import RetryPolicy
+from scheduler.dag.retry import RetryPolicies, RetryPolicy
 from scheduler.errors import PlanningFailed, TaskError
 from storage.records import RunStatus
 from storage.sqlite import SqliteStore
 from tests.fakes.slack_api import FakeMessage, FakeSlack, SlackCall, fake_slack_server
+
+ONE_ATTEMPT = RetryPolicies(default=RetryPolicy(max_attempts=1))
 
 CHANNEL = "C0PLANS"
 ALICE = "U0ALICE"
@@ -145,7 +147,7 @@ async def running(
         store,
         engine_executors or executors(),
         planner=planner,
-        config=EngineConfig(max_concurrency=64, retry=RetryPolicy(max_attempts=1)),
+        config=EngineConfig(max_concurrency=64, retry=ONE_ATTEMPT),
     )
     client = make_client(slack.bot_token, slack.base_url, rate_limit_retries=1)
     publisher = SlackPublisher(client, engine, min_interval=min_interval)
