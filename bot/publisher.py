@@ -171,6 +171,7 @@ class SlackPublisher:
             if state.ignored:
                 if event.kind in _TERMINAL:
                     del self._runs[event.run_id]
+                    self._summaries.forget(event.run_id)
                 return
             if event.kind is EventKind.RUN_RESUMED:
                 state.working_shown = False
@@ -392,15 +393,15 @@ class SlackPublisher:
             }
 
         # Parts already shown by the live stream are finished in place, never posted again.
-        streamed: list[str] = []
-        if not isinstance(posts.get(key(0)), str):
-            streamed = await self._summaries.finish(
-                state.run_id, target, parts, metadata, state.meta
-            )
+        streamed = await self._summaries.finish(
+            state.run_id, target, parts, metadata, state.meta, seq
+        )
+        if any(posts.get(key(i)) != ts for i, ts in enumerate(streamed)):
+            noted = {key(i): ts for i, ts in enumerate(streamed)}
+            await self._set_meta(state, {"slack_posts": {**posts, **noted}})
         for index, part in enumerate(parts):
             if index < len(streamed):
                 ts = streamed[index]
-                await self._remember_post(state, key(index), ts)
             elif streamed_only:
                 break
             else:

@@ -69,10 +69,14 @@ class StreamRecord:
 
     ts: tuple[str, ...]
     finished: bool = False
+    seq: int | None = None
+    """The run's terminal event the messages were finished for (a retried run ends again)."""
     starting: bool = False
 
     def to_meta(self) -> dict[str, Any]:
         meta: dict[str, Any] = {"ts": list(self.ts), "finished": self.finished}
+        if self.seq is not None:
+            meta["seq"] = self.seq
         if self.starting:
             meta["starting"] = True
         return meta
@@ -86,7 +90,13 @@ class StreamRecord:
         starting = bool(value.get("starting"))
         if not ts and not starting:
             return None
-        return cls(ts=ts, finished=bool(value.get("finished")), starting=starting)
+        seq = value.get("seq")
+        return cls(
+            ts=ts,
+            finished=bool(value.get("finished")),
+            seq=seq if isinstance(seq, int) else None,
+            starting=starting,
+        )
 
 
 def streamable(raw: str) -> str:
@@ -144,6 +154,7 @@ class _Live:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     closing: asyncio.Event = field(default_factory=asyncio.Event)
     worker: asyncio.Task[None] | None = None
+    intent_noted: bool = False
     off: bool = False
     """No (more) live text: the run cannot stream, or its stream broke; `finish` completes it."""
 
@@ -199,8 +210,9 @@ class LiveSummaries:
         if draft.attempt != live.attempt:
             # A new attempt writes its answer afresh; what was shown is reconciled at the end.
             live.attempt, live.raw = draft.attempt, ""
-        live.raw += draft.text
-        live.wake.set()
+        if draft.text:
+            live.raw += draft.text
+            live.wake.set()
 
     async def _work(self, live: _Live) -> None:
         try:
@@ -209,6 +221,13 @@ class LiveSummaries:
             log.exception("no live summary for run %s", live.run_id)
             live.target = None
         if live.target is None:
+            live.off = True
+            return
+        # Noted while the model is still thinking, so the first words go out without waiting.
+        try:
+            await self._note_intent(live)
+        except Exception:
+            log.exception("no live summary for run %s", live.run_id)
             live.off = True
             return
         loop = asyncio.get_running_loop()
@@ -327,9 +346,9 @@ class LiveSummaries:
     async def _start(self, live: _Live, piece: str) -> None:
         assert live.target is not None
         target = live.target
-        known = tuple(m.ts for m in live.messages)
-        intent = StreamRecord(ts=known, starting=True)
-        await self._store.update_meta(live.run_id, {STREAM_KEY: intent.to_meta()})
+        if not live.intent_noted:
+            await self._note_intent(live)
+        live.intent_noted = False
         response = await self._client.chat_startStream(
             channel=target.channel,
             thread_ts=target.thread_ts,
@@ -340,6 +359,19 @@ class LiveSummaries:
         live.messages.append(_Message(ts=str(response["ts"]), text=piece))
         record = StreamRecord(ts=tuple(m.ts for m in live.messages))
         await self._store.update_meta(live.run_id, {STREAM_KEY: record.to_meta()})
+
+    def forget(self, run_id: str) -> None:
+        """Drop what is kept of a run that ended without a summary to finish (not a Slack run)."""
+        live = self._runs.get(run_id)
+        if live is not None and live.off and not live.messages:
+            live.closing.set()
+            del self._runs[run_id]
+
+    async def _note_intent(self, live: _Live) -> None:
+        """Record, before a chat.startStream, that a message may appear whose ts is not known."""
+        intent = StreamRecord(ts=tuple(m.ts for m in live.messages), starting=True)
+        await self._store.update_meta(live.run_id, {STREAM_KEY: intent.to_meta()})
+        live.intent_noted = True
 
     async def _halt(self, live: _Live) -> None:
         """Stop the worker after the call it has in flight, so what Slack holds is known."""
@@ -390,6 +422,7 @@ class LiveSummaries:
         parts: Sequence[str],
         metadata: Callable[[int], dict[str, Any]],
         meta: dict[str, Any],
+        seq: int,
     ) -> list[str]:
         """Make the run's streamed messages hold the first final parts; their ts, in order.
 
@@ -400,8 +433,11 @@ class LiveSummaries:
         if live is not None:
             await self._halt(live)
         record = StreamRecord.of(meta)
-        if live is not None and live.messages:
-            messages = live.messages
+        if record is not None and record.finished and record.seq == seq:
+            self._runs.pop(run_id, None)
+            return list(record.ts)  # finished already (a crash before the parts were noted)
+        if live is not None and (live.messages or live.target is not None):
+            messages = live.messages  # this process streamed (or meant to): all known here
         elif record is not None and not record.finished:
             # From an earlier process: what the messages hold is not known; stop and edit.
             orphans = await self._orphans(target, record)
@@ -411,7 +447,8 @@ class LiveSummaries:
             return []
         placed = await self._fill(run_id, target, messages, list(parts), metadata)
         await self._store.update_meta(
-            run_id, {STREAM_KEY: StreamRecord(ts=tuple(placed), finished=True).to_meta()}
+            run_id,
+            {STREAM_KEY: StreamRecord(ts=tuple(placed), finished=True, seq=seq).to_meta()},
         )
         self._runs.pop(run_id, None)
         return placed

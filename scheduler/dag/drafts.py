@@ -27,7 +27,8 @@ class Draft:
 
 
 DraftSink = Callable[[str], None]
-"""What an executor calls with each new piece of its output text."""
+"""What an executor calls with each new piece of its output text; an empty piece announces,
+before the first, that text is coming (so a front end can get ready while the model thinks)."""
 DraftListener = Callable[[Draft], None]
 
 
@@ -55,7 +56,7 @@ class Drafts:
         """The DraftSink of one task attempt."""
 
         def emit(text: str) -> None:
-            if text and self._listeners:
+            if self._listeners:
                 self.publish(Draft(run_id=run_id, task_id=task_id, attempt=attempt, text=text))
 
         return emit

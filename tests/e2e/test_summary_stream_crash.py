@@ -81,6 +81,7 @@ async def test_a_stream_left_open_by_a_crash_is_closed_with_the_final_text(
     try:
         [run] = await store.recent_runs()
         assert run.status is RunStatus.SUCCEEDED
-        assert run.meta["summary_stream"] == {"ts": [stream_ts], "finished": True}
+        record = run.meta["summary_stream"]
+        assert (record["ts"], record["finished"]) == ([stream_ts], True)
     finally:
         await store.close()

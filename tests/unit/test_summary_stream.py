@@ -103,7 +103,8 @@ async def test_the_summary_streams_while_it_is_written(slack: FakeSlack, db_path
         ), "never posted a second time"
         assert slack.calls_to("chat.update", ok=False) == []
         meta = await stack.meta(thread.run_id)
-        assert meta[STREAM_KEY] == {"ts": [summary.ts], "finished": True}
+        assert (meta[STREAM_KEY]["ts"], meta[STREAM_KEY]["finished"]) == ([summary.ts], True)
+        assert meta["slack_posts"][f"summary@{meta[STREAM_KEY]['seq']}#0"] == summary.ts
         assert meta["summary_ts"] == summary.ts
 
 
