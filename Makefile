@@ -28,3 +28,4 @@ run: $(BIN)/python
 bench: install
 	$(BIN)/python -m benchmarks.makespan
 	$(BIN)/python -m benchmarks.overhead
+	$(BIN)/python -m benchmarks.slack_latency

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Coroutine, Mapping
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from typing import Any, Protocol, TypeVar
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
@@ -35,12 +35,18 @@ from bot.replies import (
     press_refusal,
     requested_text,
 )
+from bot.slack_client import error_code, is_transient
 from scheduler.dag.engine import Engine
 from storage.records import RunRecord
 
 log = logging.getLogger("dagbot.intake")
+_T = TypeVar("_T")
 
 LIST_LIMIT = 10
+# While Slack is unreachable, a /dagbot goal waits for it (its response_url lasts 30 minutes).
+OUTAGE_PATIENCE = 30 * 60.0
+OUTAGE_FIRST_RETRY = 0.25
+OUTAGE_MAX_RETRY = 30.0
 
 
 class HomePublisher(Protocol):
@@ -51,6 +57,26 @@ class Respond(Protocol):
     """bolt's `respond`: answers a command through its response_url."""
 
     def __call__(self, text: str = ..., *, response_type: str | None = ...) -> Awaitable[Any]: ...
+
+
+async def _once_slack_answers(call: Callable[[], Awaitable[_T]], what: str) -> _T:
+    """`call()`, tried again with backoff while Slack is unreachable or failing transiently.
+
+    A /dagbot goal is only in the request that carried it: rather than lose it during an outage,
+    wait (up to OUTAGE_PATIENCE) and carry it out once Slack answers again.
+    """
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + OUTAGE_PATIENCE
+    delay = OUTAGE_FIRST_RETRY
+    while True:
+        try:
+            return await call()
+        except Exception as error:
+            if not is_transient(error) or loop.time() + delay > give_up:
+                raise
+            log.warning("Slack unavailable (%s); %s waits for it", error_code(error), what)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, OUTAGE_MAX_RETRY)
 
 
 class TaskSet:
@@ -189,11 +215,14 @@ class Intake:
     async def _start(self, parsed: SlashCommand, respond: Respond) -> None:
         goal = parsed.command.argument
         try:
-            posted = await self.client.chat_postMessage(
-                channel=parsed.channel,
-                text=requested_text(parsed.user, goal),
-                unfurl_links=False,
-                unfurl_media=False,
+            posted = await _once_slack_answers(
+                lambda: self.client.chat_postMessage(
+                    channel=parsed.channel,
+                    text=requested_text(parsed.user, goal),
+                    unfurl_links=False,
+                    unfurl_media=False,
+                ),
+                f"the /dagbot goal of {parsed.user}",
             )
         except SlackApiError as error:
             await respond(

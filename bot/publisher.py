@@ -1,88 +1,97 @@
-"""Shows runs in their Slack threads: the live plan message, the summary, the App Home.
+"""Shows runs in their Slack threads: schedules each run's sync on the leading edge, in budget.
 
 The engine's events only say *that* a run changed. Each Slack run gets a worker that, when its
-run is dirty, reads the run's current state from the store and brings Slack in line with it:
-so a burst of transitions becomes one `chat.update`, at most one per `min_interval` per message,
-and a failed write is simply tried again later with whatever the state is by then. Every post
-that must happen once (the plan, each summary part, a planning error) records its intent in the
-run's meta before posting and its ts after, and carries Slack message metadata naming it, so a
-crash between the two is resolved by looking for it in the thread once instead of posting twice.
-A Slack error is logged (by its code; never a token) and never reaches the engine or the runs.
+run is dirty, reads the run's current state from the store and has `RunSync` bring the thread in
+line with it. Publishing is on the leading edge: the planning status, the plan's first post and
+every final state go out at once; only a running plan's intermediate edits wait, for the
+message's `min_interval` and for the workspace's `chat.update` budget (bot.rate_budget), and a
+burst of transitions meanwhile becomes one edit of the state as it is by then. An urgent event
+(the plan stored, the run finished or resumed) cuts that wait short.
+
+A failed write is tried again later with backoff (transient errors, such as Slack being down,
+for as long as it takes); a Slack error never reaches the engine. At start-up every finished run
+whose final state the thread does not show yet is landed, however many there are (the store
+knows them: `unlanded_runs`). While planning runs long, the thread's status is set again before
+Slack's 2-minute timeout clears it.
+
+Jobs live in their own modules: bot.run_sync (one run's thread), bot.outbox (messages posted
+exactly once), bot.app_home (the App Home tab).
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import logging
-from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
-from functools import partial
-from typing import Any
 
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.blocks import (
-    SUMMARY_PART_LIMIT,
-    SlackMessage,
-    home_view,
-    placeholder_message,
-    plan_message,
-    planning_failed_message,
-    summary_markdown,
-)
-from bot.markdown import split_markdown
+from bot.app_home import AppHome
+from bot.budgeted_client import BudgetedWebClient
+from bot.outbox import DeliveryBook
+from bot.run_sync import PLANNING_LOADING, PLANNING_STATUS, STATUS_REFRESH, RunSync, RunThread
 from bot.slack_client import error_code, is_transient, retry_after
-from bot.summary_feedback import feedback_blocks
-from bot.summary_stream import STREAM_INTERVAL, LiveSummaries
-from bot.thread_writer import SlackTarget, ThreadWriter
+from bot.summary_stream import STREAM_INTERVAL
+from bot.thread_writer import SlackTarget
 from scheduler.dag.bus import Subscription
 from scheduler.dag.engine import Engine
-from scheduler.dag.state import Run, RunView
-from storage.records import Event, EventKind, RunStatus
+from storage.records import Event, EventKind
+
+__all__ = ["PLANNING_LOADING", "PLANNING_STATUS", "SlackPublisher"]
 
 log = logging.getLogger("dagbot.slack")
 
-PLANNING_STATUS = "is planning…"
-PLANNING_LOADING = ["Planning the tasks…", "Choosing the tools…", "Ordering the steps…"]
 MAX_BACKOFF = 60.0
-SCAN_LIMIT = 50
+CLASSIC_SCAN_LIMIT = 50
 CLOSING_ATTEMPTS = 2
 BUG_ATTEMPTS = 5
-REPLIES_PAGES = 10
 
 _TERMINAL = (EventKind.RUN_FINISHED, EventKind.RUN_CANCELLED)
+# Events whose state must reach Slack at once, even while an intermediate edit is waiting.
+_URGENT = frozenset({EventKind.RUN_PLANNED, EventKind.RUN_RESUMED, *_TERMINAL})
 
 
 @dataclass(kw_only=True)
 class _RunState:
-    """The publisher's working state for one run (mutable; owned by that run's worker)."""
+    """The publisher's scheduling state for one run (mutable; owned by that run's worker)."""
 
     run_id: str
+    thread: RunThread
     dirty: bool = False
     ignored: bool = False
     retired: bool = False
     worker: asyncio.Task[None] | None = None
     next_at: float = 0.0
+    last_edit: float = float("-inf")
     failures: int = 0
-    fingerprint: str | None = None
-    working_shown: bool = False
-    permalink_tried: bool = False
-    meta: dict[str, Any] = field(default_factory=dict)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    status_timer: asyncio.TimerHandle | None = None
 
 
 class SlackPublisher:
     """Keeps every Slack run's thread in line with the store; see the module docstring."""
 
     def __init__(
-        self, client: AsyncWebClient, engine: Engine, *, min_interval: float = 1.0
+        self,
+        client: AsyncWebClient,
+        engine: Engine,
+        *,
+        min_interval: float = 1.0,
+        status_refresh: float = STATUS_REFRESH,
     ) -> None:
         self._client = client
         self._engine = engine
         self._min_interval = min_interval
+        self._home = AppHome(client, engine.store)
+        self._sync = RunSync(
+            client,
+            engine.store,
+            self._home,
+            status_refresh=status_refresh,
+            stream_interval=min(min_interval, STREAM_INTERVAL),
+        )
         self._runs: dict[str, _RunState] = {}
         self._subscription: Subscription | None = None
         self._consumer: asyncio.Task[None] | None = None
@@ -90,38 +99,37 @@ class SlackPublisher:
         self._active = 0
         self._idle = asyncio.Event()
         self._idle.set()
-        # Workspaces (team ids) that rejected plan/task_card blocks: classic blocks there.
-        self._classic_teams: set[str] = set()
-        self._writer = ThreadWriter(client)
-        self._summaries = LiveSummaries(
-            client, engine.store, self._writer, interval=min(min_interval, STREAM_INTERVAL)
-        )
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Subscribe to every run's events; call before `engine.resume_all()`.
 
-        Also picks up Slack runs that finished while no publisher was running to land them
-        (their final plan state, summary) — a crash right after a run finished loses nothing.
+        Also lands every Slack run that finished without its final state reaching the thread
+        (a crash, or Slack down): all of them, oldest first.
         """
         if self._subscription is not None:
             return
         self._subscription = self._engine.bus.subscribe()
-        self._summaries.start(self._engine.drafts)
+        self._sync.summaries.start(self._engine.drafts)
         self._start_consumer()
-        await self._scan_unlanded()
+        await self._sync.learn_classic_teams(CLASSIC_SCAN_LIMIT)
+        for run_id in await self._engine.store.unlanded_runs():
+            self._mark(self._state(run_id))
 
     async def aclose(self) -> None:
         """Land every pending final state (one last attempt each), then stop."""
         self._closing.set()
+        for state in self._runs.values():
+            self._stop_status_timer(state)
+            state.wake.set()
         while True:
             self._drain()
             workers = [s.worker for s in self._runs.values() if s.worker is not None]
             if not workers:
                 break
             await asyncio.wait(workers)
-        await self._summaries.aclose()
+        await self._sync.summaries.aclose()
         if self._subscription is not None:
             self._subscription.close()
         if self._consumer is not None:
@@ -136,6 +144,10 @@ class SlackPublisher:
             if self._active == 0:
                 return
             await self._idle.wait()
+
+    async def refresh_home(self, user_id: str) -> None:
+        """Publish the user's App Home tab (see bot.app_home). A Slack error is logged."""
+        await self._home.refresh(user_id)
 
     # -- events ------------------------------------------------------------------------------
 
@@ -163,18 +175,26 @@ class SlackPublisher:
             for event in self._subscription.drain():
                 self._dispatch(event)
 
+    def _state(self, run_id: str) -> _RunState:
+        state = self._runs.get(run_id)
+        if state is None:
+            book = DeliveryBook(self._engine.store, run_id)
+            thread = RunThread(run_id=run_id, book=book)
+            state = self._runs[run_id] = _RunState(run_id=run_id, thread=thread)
+        return state
+
     def _dispatch(self, event: Event) -> None:
         try:
-            state = self._runs.get(event.run_id)
-            if state is None:
-                state = self._runs[event.run_id] = _RunState(run_id=event.run_id)
+            state = self._state(event.run_id)
             if state.ignored:
                 if event.kind in _TERMINAL:
                     del self._runs[event.run_id]
-                    self._summaries.forget(event.run_id)
+                    self._sync.summaries.forget(event.run_id)
                 return
             if event.kind is EventKind.RUN_RESUMED:
-                state.working_shown = False
+                state.thread.status_shown_at = None
+            if event.kind in _URGENT:
+                state.wake.set()
             self._mark(state)
         except Exception:
             log.exception("could not take event %s of run %s", event.kind, event.run_id)
@@ -195,6 +215,7 @@ class SlackPublisher:
         if state.worker is task:
             state.worker = None
             if state.retired and not state.dirty:
+                self._stop_status_timer(state)
                 self._runs.pop(state.run_id, None)
         if not task.cancelled() and (error := task.exception()) is not None:
             log.error("the Slack worker of run %s stopped", state.run_id, exc_info=error)
@@ -208,12 +229,24 @@ class SlackPublisher:
         while state.dirty and not state.ignored:
             delay = state.next_at - loop.time()
             if delay > 0 and not self._closing.is_set():
-                with suppress(TimeoutError):
-                    async with asyncio.timeout(delay):
-                        await self._closing.wait()
+                await self._nap(state, delay, wake=False)
             state.dirty = False
+            edited = False
             try:
-                await self._sync(state)
+                view = await self._engine.view(state.run_id)
+                target = SlackTarget.of(view.run)
+                if target is None:
+                    state.ignored = True
+                    return
+                await self._sync.prepare(state.thread)
+                if self._sync.is_intermediate(state.thread, view):
+                    wait = self._edit_wait(state, loop.time())
+                    if wait > 0 and not self._closing.is_set():
+                        state.dirty = True
+                        await self._nap(state, wait, wake=True)
+                        continue
+                    edited = True
+                await self._sync.sync(state.thread, view, loop.time())
             except Exception as error:
                 if not self._should_retry(state, error):
                     state.failures = 0
@@ -224,7 +257,54 @@ class SlackPublisher:
                 state.next_at = loop.time() + max(backoff, retry_after(error) or 0.0)
                 continue
             state.failures = 0
-            state.next_at = loop.time() + self._min_interval
+            if edited:
+                state.last_edit = loop.time()
+            if state.thread.finished:
+                state.retired = True
+                self._stop_status_timer(state)
+            else:
+                self._keep_status(state, view.run.plan is None)
+
+    def _edit_wait(self, state: _RunState, now: float) -> float:
+        """Seconds before the next intermediate edit: the message's interval and the budget."""
+        wait = state.last_edit + self._min_interval - now
+        if isinstance(self._client, BudgetedWebClient):
+            budget = self._client.budget.delay(self._client.workspace, "chat.update", urgent=False)
+            wait = max(wait, budget)
+        return wait
+
+    async def _nap(self, state: _RunState, seconds: float, *, wake: bool) -> None:
+        """Wait `seconds`, or less when closing (or, with `wake`, when an urgent event comes)."""
+        waits = [asyncio.ensure_future(self._closing.wait())]
+        if wake:
+            state.wake.clear()
+            waits.append(asyncio.ensure_future(state.wake.wait()))
+        try:
+            await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in waits:
+                waiting.cancel()
+
+    def _keep_status(self, state: _RunState, planning: bool) -> None:
+        """While the run plans, sync again when its thread status is due to be set anew."""
+        self._stop_status_timer(state)
+        thread = state.thread
+        if (
+            not planning
+            or thread.status_shown_at is None
+            or thread.book.current.plan_message  # a placeholder stands in for the status
+            or self._closing.is_set()
+        ):
+            return
+        loop = asyncio.get_running_loop()
+        due = thread.status_shown_at + self._sync.status_refresh
+        state.status_timer = loop.call_at(due, self._mark, state)
+
+    @staticmethod
+    def _stop_status_timer(state: _RunState) -> None:
+        if state.status_timer is not None:
+            state.status_timer.cancel()
+            state.status_timer = None
 
     def _should_retry(self, state: _RunState, error: Exception) -> bool:
         transient = is_transient(error)
@@ -237,295 +317,3 @@ class SlackPublisher:
             return False  # the same call would fail the same way; the next event tries anew
         limit = CLOSING_ATTEMPTS if self._closing.is_set() else None if transient else BUG_ATTEMPTS
         return limit is None or state.failures + 1 < limit
-
-    async def _sync(self, state: _RunState) -> None:
-        """Make the run's thread show the run's current state."""
-        view = await self._engine.view(state.run_id)
-        run = view.run
-        state.meta = dict(run.meta)
-        target = SlackTarget.of(run)
-        if target is None:
-            state.ignored = True
-            return
-        await self._summaries.settle_orphan(run.id, target, state.meta)
-        if run.plan is None and not run.status.finished:
-            await self._show_working(state, target, run)
-            return
-        if run.plan is not None or state.meta.get("plan_ts"):
-            await self._permanent_logged(
-                state, "plan message", self._write_plan(state, target, view)
-            )
-        if run.plan is not None:
-            await self._ensure_permalink(state, target)
-        if run.status.finished:
-            await self._finish(state, target, view)
-
-    async def _permanent_logged(self, state: _RunState, what: str, step: Awaitable[None]) -> None:
-        """Run a step whose permanent Slack errors are logged and passed over (not retried)."""
-        try:
-            await step
-        except (SlackApiError, SlackClientError) as error:
-            if is_transient(error):
-                raise
-            log.warning("Slack %s of run %s failed: %s", what, state.run_id, error_code(error))
-
-    # -- steps -------------------------------------------------------------------------------
-
-    async def _show_working(self, state: _RunState, target: SlackTarget, run: Run) -> None:
-        if state.working_shown or state.meta.get("plan_ts"):
-            return
-        try:
-            await self._client.assistant_threads_setStatus(
-                channel_id=target.channel,
-                thread_ts=target.thread_ts,
-                status=PLANNING_STATUS,
-                loading_messages=PLANNING_LOADING,
-            )
-        except SlackApiError as error:
-            if is_transient(error):
-                raise
-            log.info("thread status unavailable (%s); posting a placeholder", error_code(error))
-            await self._put_plan(state, target, placeholder_message(run))
-        state.working_shown = True
-
-    async def _write_plan(self, state: _RunState, target: SlackTarget, view: RunView) -> None:
-        classic = self._is_classic(state, target)
-        message = plan_message(view, classic=classic)
-        if state.meta.get("plan_ts") and _fingerprint(message) == state.fingerprint:
-            return
-        try:
-            await self._put_plan(state, target, message)
-        except SlackApiError as error:
-            if classic or error_code(error) != "invalid_blocks":
-                raise
-            log.warning("plan blocks rejected in team %s; using classic blocks", target.team_id)
-            if target.team_id:
-                self._classic_teams.add(target.team_id)
-            await self._set_meta(state, {"plan_style": "classic"})
-            message = plan_message(view, classic=True)
-            await self._put_plan(state, target, message)
-        state.fingerprint = _fingerprint(message)
-
-    async def _put_plan(self, state: _RunState, target: SlackTarget, message: SlackMessage) -> None:
-        plan_ts = state.meta.get("plan_ts")
-        if isinstance(plan_ts, str) and plan_ts:
-            await self._client.chat_update(
-                channel=target.channel, ts=plan_ts, text=message.text, blocks=message.blocks
-            )
-            return
-
-        send = partial(self._writer.post, target, message)
-        ts = await self._post_once(state, target, "plan", "plan", send)
-        await self._set_meta(state, {"plan_ts": ts})
-
-    async def _ensure_permalink(self, state: _RunState, target: SlackTarget) -> None:
-        if state.permalink_tried or state.meta.get("permalink"):
-            return
-        state.permalink_tried = True
-        try:
-            response = await self._client.chat_getPermalink(
-                channel=target.channel, message_ts=target.thread_ts
-            )
-        except (SlackApiError, SlackClientError) as error:
-            log.info("no permalink for run %s: %s", state.run_id, error_code(error))
-            return
-        permalink = response.get("permalink")
-        if isinstance(permalink, str) and permalink:
-            await self._set_meta(state, {"permalink": permalink})
-
-    async def _finish(self, state: _RunState, target: SlackTarget, view: RunView) -> None:
-        run = view.run
-        seq = await self._terminal_seq(run.id)
-        if seq is None or state.meta.get("final_seq") == seq:
-            return
-        if run.status is RunStatus.FAILED and run.plan is None:
-            await self._permanent_logged(
-                state, "planning error", self._post_planning_error(state, target, run, seq)
-            )
-        elif run.status is RunStatus.CANCELLED and not state.meta.get("plan_ts"):
-            await self._permanent_logged(state, "status", self._clear_status(target))
-        elif run.status is RunStatus.CANCELLED:
-            # A summary cut short: its streamed message is finished, nothing more is posted.
-            await self._permanent_logged(
-                state, "summary", self._post_summary(state, target, view, seq, streamed_only=True)
-            )
-        else:
-            await self._permanent_logged(
-                state, "summary", self._post_summary(state, target, view, seq)
-            )
-        await self._set_meta(state, {"final_seq": seq})
-        state.retired = True
-        if run.requester:
-            await self.refresh_home(run.requester)
-
-    async def _post_planning_error(
-        self, state: _RunState, target: SlackTarget, run: Run, seq: int
-    ) -> None:
-        message = planning_failed_message(run)
-
-        send = partial(self._writer.post, target, message)
-        await self._post_once(state, target, f"error@{seq}", "error", send)
-
-    async def _clear_status(self, target: SlackTarget) -> None:
-        await self._client.assistant_threads_setStatus(
-            channel_id=target.channel, thread_ts=target.thread_ts, status=""
-        )
-
-    async def _post_summary(
-        self,
-        state: _RunState,
-        target: SlackTarget,
-        view: RunView,
-        seq: int,
-        *,
-        streamed_only: bool = False,
-    ) -> None:
-        parts = split_markdown(summary_markdown(view), SUMMARY_PART_LIMIT)
-        posts = _dict(state.meta.get("slack_posts"))
-
-        def key(index: int) -> str:
-            return f"summary@{seq}#{index}"
-
-        def metadata(index: int) -> dict[str, Any]:
-            return {
-                "event_type": "dagbot_summary",
-                "event_payload": {"run_id": state.run_id, "key": key(index)},
-            }
-
-        # Parts already shown by the live stream are finished in place, never posted again.
-        streamed = await self._summaries.finish(
-            state.run_id, target, parts, metadata, state.meta, seq
-        )
-        if any(posts.get(key(i)) != ts for i, ts in enumerate(streamed)):
-            noted = {key(i): ts for i, ts in enumerate(streamed)}
-            await self._set_meta(state, {"slack_posts": {**posts, **noted}})
-        for index, part in enumerate(parts):
-            if index < len(streamed):
-                ts = streamed[index]
-            elif streamed_only:
-                break
-            else:
-                extra = feedback_blocks(state.run_id) if index == len(parts) - 1 else []
-
-                async def send(
-                    metadata: dict[str, Any], part: str = part, extra: list[Any] = extra
-                ) -> str:
-                    return await self._writer.post_summary_part(target, part, metadata, extra)
-
-                ts = await self._post_once(state, target, key(index), "summary", send)
-            if index == 0 and state.meta.get("summary_ts") != ts:
-                await self._set_meta(state, {"summary_ts": ts})
-
-    # -- exactly-once posts ------------------------------------------------------------------
-
-    async def _post_once(
-        self,
-        state: _RunState,
-        target: SlackTarget,
-        key: str,
-        kind: str,
-        send: Callable[[dict[str, Any]], Awaitable[str]],
-    ) -> str:
-        """Post a message at most once per (run, key), across retries and restarts."""
-        posts = _dict(state.meta.get("slack_posts"))
-        posted = posts.get(key)
-        if isinstance(posted, str) and posted:
-            return posted
-        intents = _list(state.meta.get("slack_intents"))
-        if key in intents:
-            # An earlier attempt may have reached Slack without us learning its ts.
-            found = await self._find_posted(target, state.run_id, key)
-            if found is not None:
-                await self._remember_post(state, key, found)
-                return found
-        else:
-            await self._set_meta(state, {"slack_intents": [*intents, key]})
-        metadata = {
-            "event_type": f"dagbot_{kind}",
-            "event_payload": {"run_id": state.run_id, "key": key},
-        }
-        ts = await send(metadata)
-        await self._remember_post(state, key, ts)
-        return ts
-
-    async def _remember_post(self, state: _RunState, key: str, ts: str) -> None:
-        posts = {**_dict(state.meta.get("slack_posts")), key: ts}
-        intents = [k for k in _list(state.meta.get("slack_intents")) if k != key]
-        await self._set_meta(state, {"slack_posts": posts, "slack_intents": intents})
-
-    async def _find_posted(self, target: SlackTarget, run_id: str, key: str) -> str | None:
-        cursor: str | None = None
-        for _ in range(REPLIES_PAGES):
-            response = await self._client.conversations_replies(
-                channel=target.channel,
-                ts=target.thread_ts,
-                include_all_metadata=True,
-                limit=200,
-                cursor=cursor,
-            )
-            for message in response.get("messages") or []:
-                metadata = _dict(message.get("metadata"))
-                payload = _dict(metadata.get("event_payload"))
-                if (
-                    str(metadata.get("event_type", "")).startswith("dagbot_")
-                    and payload.get("run_id") == run_id
-                    and payload.get("key") == key
-                ):
-                    return str(message["ts"])
-            cursor = _dict(response.get("response_metadata")).get("next_cursor") or None
-            if cursor is None:
-                break
-        return None
-
-    # -- helpers -----------------------------------------------------------------------------
-
-    async def _set_meta(self, state: _RunState, patch: dict[str, Any]) -> None:
-        record = await self._engine.store.update_meta(state.run_id, patch)
-        state.meta = dict(record.meta)
-
-    def _is_classic(self, state: _RunState, target: SlackTarget) -> bool:
-        return state.meta.get("plan_style") == "classic" or target.team_id in self._classic_teams
-
-    async def _terminal_seq(self, run_id: str) -> int | None:
-        events = await self._engine.store.events(run_id)
-        return next((e.seq for e in reversed(events) if e.kind in _TERMINAL), None)
-
-    async def _scan_unlanded(self) -> None:
-        for record in await self._engine.store.recent_runs(limit=SCAN_LIMIT):
-            run = Run.from_record(record)
-            target = SlackTarget.of(run)
-            if target is None:
-                continue
-            if run.meta.get("plan_style") == "classic" and target.team_id:
-                self._classic_teams.add(target.team_id)
-            if not run.status.finished:
-                continue  # engine.resume_all() brings it back with a RUN_RESUMED event
-            seq = await self._terminal_seq(run.id)
-            if seq is not None and run.meta.get("final_seq") != seq:
-                state = self._runs.setdefault(run.id, _RunState(run_id=run.id))
-                self._mark(state)
-
-    async def refresh_home(self, user_id: str) -> None:
-        """Publish the user's App Home tab: their recent runs with status, time and thread link.
-
-        A Slack error is logged, not raised.
-        """
-        try:
-            records = await self._engine.store.recent_runs(requester=user_id, limit=20)
-            view = home_view([Run.from_record(r) for r in records])
-            await self._client.views_publish(user_id=user_id, view=view)
-        except (SlackApiError, SlackClientError) as error:
-            log.warning("App Home of %s not refreshed: %s", user_id, error_code(error))
-
-
-def _fingerprint(message: SlackMessage) -> str:
-    encoded = json.dumps([message.text, message.blocks], sort_keys=True).encode()
-    return hashlib.sha256(encoded).hexdigest()
-
-
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []

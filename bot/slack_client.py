@@ -10,7 +10,9 @@ from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncRateLimitErrorRetryHandler,
     AsyncServerErrorRetryHandler,
 )
-from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.budgeted_client import BudgetedWebClient
+from bot.rate_budget import RateBudget
 
 SLACK_API_URL = "https://slack.com/api/"
 
@@ -29,9 +31,14 @@ TRANSIENT_ERRORS = frozenset(
 
 
 def make_client(
-    token: str, base_url: str | None = None, *, rate_limit_retries: int = 2
-) -> AsyncWebClient:
-    """An AsyncWebClient that retries 429s after Retry-After, plus connection and 5xx errors.
+    token: str,
+    base_url: str | None = None,
+    *,
+    rate_limit_retries: int = 2,
+    budget: RateBudget | None = None,
+) -> BudgetedWebClient:
+    """An AsyncWebClient that keeps within Slack's rate tiers (`budget`, one per workspace) and
+    retries the 429s that still happen after Retry-After, plus connection and 5xx errors.
 
     `base_url` is SLACK_API_URL (None: Slack's own); a missing trailing slash is added, since
     slack_sdk joins method names onto it.
@@ -41,8 +48,11 @@ def make_client(
         AsyncConnectionErrorRetryHandler(max_retry_count=2),
         AsyncServerErrorRetryHandler(max_retry_count=2),
     ]
-    return AsyncWebClient(
-        token=token, base_url=normalise_base_url(base_url), retry_handlers=handlers
+    return BudgetedWebClient(
+        budget=budget or RateBudget(),
+        token=token,
+        base_url=normalise_base_url(base_url),
+        retry_handlers=handlers,
     )
 
 

@@ -15,6 +15,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.blocks import SlackMessage, classic_markdown_message, markdown_message
+from bot.budgeted_client import BudgetedWebClient
 from bot.slack_client import error_code
 from scheduler.dag.state import Run
 
@@ -67,13 +68,16 @@ class ThreadWriter:
         return await self._post_summary_part(target, part, metadata, extra_blocks)
 
     def can_stream(self, target: SlackTarget) -> bool:
-        """Whether a summary may be streamed to this thread's requester.
+        """Whether a summary may be streamed to this thread's requester now.
 
-        chat.startStream needs the recipient's user and team ids outside DMs.
+        chat.startStream needs the recipient's user and team ids outside DMs, and a stream
+        must be able to start and stop within Slack's Tier 2 budget.
         """
         if target.team_id in self.no_stream_teams:
             return False
-        return target.channel.startswith("D") or bool(target.user and target.team_id)
+        if not (target.channel.startswith("D") or (target.user and target.team_id)):
+            return False
+        return _stream_budget_free(self._client)
 
     def _summary_message(self, target: SlackTarget, part: str) -> SlackMessage:
         if target.team_id in self.no_markdown_teams:
@@ -117,3 +121,15 @@ def _with_blocks(message: SlackMessage, blocks: Sequence[dict[str, Any]]) -> Sla
     if not blocks:
         return message
     return SlackMessage(text=message.text, blocks=[*message.blocks, *blocks])
+
+
+def _stream_budget_free(client: AsyncWebClient) -> bool:
+    """Whether a stream can start and stop now within Slack's Tier 2 budget.
+
+    Streaming is a nicety: when many summaries land at once, those past the budget are posted
+    whole (chat.postMessage, budgeted per channel) rather than wait a minute for their turn.
+    """
+    if not isinstance(client, BudgetedWebClient):
+        return True
+    budget, workspace = client.budget, client.workspace
+    return all(budget.delay(workspace, m) == 0.0 for m in ("chat.startStream", "chat.stopStream"))

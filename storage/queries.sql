@@ -55,6 +55,41 @@ CREATE TABLE usage (
 );
 CREATE INDEX usage_run ON usage (run_id);
 
+-- name: migration_2
+-- What a front end has shown of each run (its Slack thread today): one row per run, plus one
+-- row per message that must be posted once (message NULL: intent recorded, id not yet known).
+-- The backfill reads the flat keys earlier versions kept in runs.meta_json (SQLite's JSON1);
+-- other databases start from this schema and have nothing to backfill.
+CREATE TABLE deliveries (
+    run_id          TEXT PRIMARY KEY REFERENCES runs (id),
+    plan_message    TEXT,
+    plan_style      TEXT NOT NULL DEFAULT 'native',
+    summary_message TEXT,
+    landed_seq      INTEGER,
+    updated_at      REAL NOT NULL
+);
+CREATE TABLE delivery_posts (
+    run_id   TEXT NOT NULL REFERENCES runs (id),
+    post_key TEXT NOT NULL,
+    message  TEXT,
+    PRIMARY KEY (run_id, post_key)
+);
+INSERT INTO deliveries (run_id, plan_message, plan_style, summary_message, landed_seq, updated_at)
+SELECT id, json_extract(meta_json, '$.plan_ts'),
+       COALESCE(json_extract(meta_json, '$.plan_style'), 'native'),
+       json_extract(meta_json, '$.summary_ts'), json_extract(meta_json, '$.final_seq'), updated_at
+FROM runs WHERE json_extract(meta_json, '$.channel') IS NOT NULL;
+INSERT INTO delivery_posts (run_id, post_key, message)
+SELECT runs.id, posted.key, posted.value
+FROM runs, json_each(runs.meta_json, '$.slack_posts') AS posted
+WHERE json_type(runs.meta_json, '$.slack_posts') = 'object';
+INSERT OR IGNORE INTO delivery_posts (run_id, post_key, message)
+SELECT runs.id, intent.value, NULL
+FROM runs, json_each(runs.meta_json, '$.slack_intents') AS intent
+WHERE json_type(runs.meta_json, '$.slack_intents') = 'array';
+UPDATE runs SET meta_json = json_remove(meta_json, '$.plan_ts', '$.plan_style', '$.summary_ts',
+                                        '$.final_seq', '$.slack_posts', '$.slack_intents');
+
 -- name: insert_run
 INSERT INTO runs (id, goal, status, requester, thread_key, parent_run_id, meta_json,
                   created_at, updated_at)
@@ -135,3 +170,41 @@ VALUES (:run_id, :task_id, :model, :prompt_tokens, :completion_tokens, :at);
 SELECT task_id, model, SUM(prompt_tokens) AS prompt_tokens,
        SUM(completion_tokens) AS completion_tokens, COUNT(*) AS calls
 FROM usage WHERE run_id = :run_id GROUP BY task_id, model ORDER BY MIN(id);
+
+-- name: select_delivery
+SELECT * FROM deliveries WHERE run_id = :run_id;
+
+-- name: select_delivery_posts
+SELECT post_key, message FROM delivery_posts WHERE run_id = :run_id ORDER BY post_key;
+
+-- name: upsert_delivery
+INSERT INTO deliveries (run_id, plan_message, plan_style, summary_message, landed_seq, updated_at)
+VALUES (:run_id, :plan_message, :plan_style, :summary_message, :landed_seq, :at)
+ON CONFLICT (run_id) DO UPDATE SET
+    plan_message    = excluded.plan_message,
+    plan_style      = excluded.plan_style,
+    summary_message = excluded.summary_message,
+    landed_seq      = excluded.landed_seq,
+    updated_at      = excluded.updated_at;
+
+-- name: insert_delivery_intent
+INSERT INTO delivery_posts (run_id, post_key, message) VALUES (:run_id, :post_key, NULL)
+ON CONFLICT (run_id, post_key) DO NOTHING;
+
+-- name: upsert_delivery_post
+INSERT INTO delivery_posts (run_id, post_key, message) VALUES (:run_id, :post_key, :message)
+ON CONFLICT (run_id, post_key) DO UPDATE SET message = excluded.message;
+
+-- name: select_unlanded_runs
+-- Finished runs with a delivery whose last terminal event is not yet shown, oldest first.
+SELECT runs.id FROM runs JOIN deliveries ON deliveries.run_id = runs.id
+WHERE runs.status IN ('succeeded', 'failed', 'cancelled')
+  AND COALESCE(deliveries.landed_seq, 0) < (
+      SELECT MAX(events.seq) FROM events
+      WHERE events.run_id = runs.id AND events.kind IN ('run_finished', 'run_cancelled'))
+ORDER BY runs.created_at;
+
+-- name: select_runs_in_plan_style
+SELECT runs.* FROM runs JOIN deliveries ON deliveries.run_id = runs.id
+WHERE deliveries.plan_style = :plan_style
+ORDER BY runs.created_at DESC LIMIT :limit;

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -129,3 +130,25 @@ class UsageTotal:
     prompt_tokens: int
     completion_tokens: int
     calls: int
+
+
+# -- delivery: what a front end has shown of a run ------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class Delivery:
+    """How far a run's thread shows the run: one row per run, written by its publisher only.
+
+    `plan_message` and `summary_message` are the front end's message ids (Slack ts);
+    `plan_style` is how the plan is drawn there (`native` or `classic` blocks); `landed_seq` is
+    the seq of the terminal event whose final state the thread shows. `posts` maps the key of
+    every message that must be posted once to its id, or to None while only the intent to post
+    it is recorded (a crash may have posted it without us learning its id).
+    """
+
+    run_id: str
+    plan_message: str | None = None
+    plan_style: str = "native"
+    summary_message: str | None = None
+    landed_seq: int | None = None
+    posts: Mapping[str, str | None] = field(default_factory=dict)

@@ -23,6 +23,7 @@ import aiosqlite
 from storage.errors import StorageError, UnsupportedDatabaseURL
 from storage.opening import check_header, connect, migrate
 from storage.records import (
+    Delivery,
     Event,
     EventKind,
     NewRun,
@@ -387,6 +388,52 @@ class SqliteStore:
             )
             for row in rows
         ]
+
+    # -- delivery ------------------------------------------------------------------------------
+
+    async def delivery(self, run_id: str) -> Delivery:
+        row = await self._fetchone(query("select_delivery"), {"run_id": run_id})
+        posts = await self._fetchall(query("select_delivery_posts"), {"run_id": run_id})
+        found = {post["post_key"]: post["message"] for post in posts}
+        if row is None:
+            return Delivery(run_id=run_id, posts=found)
+        return Delivery(
+            run_id=run_id,
+            plan_message=row["plan_message"],
+            plan_style=row["plan_style"],
+            summary_message=row["summary_message"],
+            landed_seq=row["landed_seq"],
+            posts=found,
+        )
+
+    async def save_delivery(self, delivery: Delivery) -> None:
+        row = {
+            "run_id": delivery.run_id,
+            "plan_message": delivery.plan_message,
+            "plan_style": delivery.plan_style,
+            "summary_message": delivery.summary_message,
+            "landed_seq": delivery.landed_seq,
+            "at": time.time(),
+        }
+        await self._write(_statement(query("upsert_delivery"), row))
+
+    async def record_post_intent(self, run_id: str, key: str) -> None:
+        row = {"run_id": run_id, "post_key": key}
+        await self._write(_statement(query("insert_delivery_intent"), row))
+
+    async def record_post(self, run_id: str, key: str, message: str) -> None:
+        row = {"run_id": run_id, "post_key": key, "message": message}
+        await self._write(_statement(query("upsert_delivery_post"), row))
+
+    async def unlanded_runs(self) -> list[str]:
+        rows = await self._fetchall(query("select_unlanded_runs"))
+        return [row["id"] for row in rows]
+
+    async def runs_in_plan_style(self, plan_style: str, *, limit: int) -> list[RunRecord]:
+        rows = await self._fetchall(
+            query("select_runs_in_plan_style"), {"plan_style": plan_style, "limit": limit}
+        )
+        return [_run(row) for row in rows]
 
     async def usage(self, run_id: str) -> list[UsageTotal]:
         rows = await self._fetchall(query("select_usage"), {"run_id": run_id})

@@ -6,6 +6,7 @@ from collections.abc import Awaitable
 from typing import Any, Protocol, overload
 
 from storage.records import (
+    Delivery,
     Event,
     NewRun,
     RunRecord,
@@ -78,5 +79,32 @@ class Store(Protocol):
     async def record_usage(self, usage: UsageRecord) -> None: ...
 
     async def usage(self, run_id: str) -> list[UsageTotal]: ...
+
+    # -- delivery (what a front end has shown of a run; see records.Delivery) ---------------
+
+    async def delivery(self, run_id: str) -> Delivery:
+        """The run's delivery state with its posts; an empty Delivery when nothing was shown."""
+        ...
+
+    async def save_delivery(self, delivery: Delivery) -> None:
+        """Write the delivery's own fields (not `posts`) in one statement, creating the row."""
+        ...
+
+    async def record_post_intent(self, run_id: str, key: str) -> None:
+        """Record that message `key` of the run is about to be posted (kept if already known)."""
+        ...
+
+    async def record_post(self, run_id: str, key: str, message: str) -> None:
+        """Record the id of posted message `key`: from now on it is never posted again."""
+        ...
+
+    async def unlanded_runs(self) -> list[str]:
+        """Every finished run with a delivery that does not show its last terminal event yet,
+        oldest first, however many there are."""
+        ...
+
+    async def runs_in_plan_style(self, plan_style: str, *, limit: int) -> list[RunRecord]:
+        """The newest runs whose delivery draws the plan in `plan_style`."""
+        ...
 
     async def close(self) -> None: ...

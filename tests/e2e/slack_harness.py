@@ -202,8 +202,10 @@ class SlackBot:
         assert run is not None
         return run
 
-    def plan_message(self, run: RunRecord) -> FakeMessage:
-        return self.slack.message(run.meta["channel"], run.meta["plan_ts"])
+    async def plan_message(self, run: RunRecord) -> FakeMessage:
+        delivery = await self.store.delivery(run.id)
+        assert delivery.plan_message is not None, f"run {run.id} has no plan message"
+        return self.slack.message(run.meta["channel"], delivery.plan_message)
 
     def messages_containing(self, channel: str, thread_ts: str, text: str) -> list[FakeMessage]:
         return [m for m in self.slack.replies(channel, thread_ts) if text in m.text]

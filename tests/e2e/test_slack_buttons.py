@@ -64,7 +64,7 @@ async def test_cancel_by_a_stranger_is_refused_and_by_the_requester_honoured(
     cancelled = await bot.run(run.id)
     assert cancelled.status is RunStatus.CANCELLED
     assert len(bot.slack.calls_to("chat.postEphemeral")) == 1
-    plan = bot.plan_message(cancelled)
+    plan = await bot.plan_message(cancelled)
     assert "Cancelled" in plan.text
     assert "[running]" not in plan.text
     assert CANCEL_ACTION not in str(plan.blocks)
@@ -82,7 +82,7 @@ async def test_retry_failed_tasks_by_the_requester(bot: SlackBot) -> None:
     await bot.wait_idle()
     run = await bot.run_in_thread(delivery.ts)
     assert run.status is RunStatus.FAILED
-    plan = bot.plan_message(run)
+    plan = await bot.plan_message(run)
     assert RETRY_ACTION in str(plan.blocks)
 
     stranger = await bot.sender.button(

@@ -149,6 +149,21 @@ async def test_a_429_storm_on_chat_update_still_lands_the_final_state(bot: Slack
     assert run.status is RunStatus.SUCCEEDED
     assert len(bot.slack.calls_to("chat.update", ok=False)) == 8
     assert bot.slack.calls_to("chat.update", ok=True)
-    plan = bot.plan_message(run)
+    plan = await bot.plan_message(run)
     assert plan.text.count("[succeeded]") == 4
     assert len(bot.messages_containing(CHANNEL, delivery.ts, "Paris has rain")) == 1
+
+
+async def test_a_dagbot_goal_sent_while_slack_is_down_starts_once_it_is_back(
+    bot: SlackBot,
+) -> None:
+    bot.slack.fail("chat.postMessage", "service_unavailable", times=3)
+    answer = await bot.sender.command("compare the weather", user=ALICE, channel=CHANNEL)
+    assert (answer.status, answer.text) == (200, "")
+    await bot.wait_idle()
+    refused = bot.slack.calls_to("chat.postMessage", ok=False)
+    assert [c.error for c in refused] == ["service_unavailable"] * 3
+    [root] = [m for m in bot.slack.messages.values() if "asked dagbot" in m.text]
+    run = await bot.run_in_thread(root.ts)
+    assert run.status is RunStatus.SUCCEEDED
+    assert len(bot.messages_containing(CHANNEL, root.ts, "Paris has rain")) == 1

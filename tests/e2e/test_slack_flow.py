@@ -53,19 +53,20 @@ async def test_a_mention_is_planned_run_and_summarised_in_its_thread(bot: SlackB
     assert "test.echo" in planning.transcript
 
     # The plan went into the thread under the mention and was edited in place to the end.
-    plan = bot.plan_message(run)
+    plan = await bot.plan_message(run)
     assert plan.thread_ts == delivery.ts
     assert "task_card" in plan.block_types
     assert plan.edits >= 1
     assert plan.text.count("[succeeded]") == 4
     assert "[succeeded] Compare" not in plan.versions[0]
     replies = [m.ts for m in bot.slack.replies(CHANNEL, delivery.ts) if m.bot_id]
-    assert replies == [plan.ts, run.meta["summary_ts"]]
+    summary_ts = (await bot.store.delivery(run.id)).summary_message
+    assert replies == [plan.ts, summary_ts]
     assert not any(c.ok is False for c in bot.slack.calls_to("chat.update"))
 
     # The summary is a new reply in the same thread, once.
     assert [m.ts for m in bot.messages_containing(CHANNEL, delivery.ts, "Paris has rain")] == [
-        run.meta["summary_ts"]
+        summary_ts
     ]
     # Tool outputs flowed into the llm step, whose output flowed into the summary.
     [step] = [r for r in bot.openai.text_requests if not is_summary_request(r)]
@@ -90,7 +91,7 @@ async def test_dagbot_command_posts_the_goal_and_threads_the_run_under_it(bot: S
     run = await bot.run_in_thread(root.ts)
     assert run.status is RunStatus.SUCCEEDED
     assert run.meta["source"] == "command"
-    assert bot.plan_message(run).thread_ts == root.ts
+    assert (await bot.plan_message(run)).thread_ts == root.ts
     assert len(bot.messages_containing(CHANNEL, root.ts, "Paris has rain")) == 1
 
 
@@ -154,8 +155,8 @@ async def test_a_follow_up_in_the_thread_plans_with_the_earlier_goal_and_summary
     assert "compare the weather in Tokyo and Paris" in planning.transcript
     assert SUMMARY in planning.transcript
     # Both runs live in the one thread, each with its own plan message and summary.
-    assert bot.plan_message(follow_up).thread_ts == first.ts
-    assert bot.plan_message(follow_up).ts != bot.plan_message(earlier).ts
+    assert (await bot.plan_message(follow_up)).thread_ts == first.ts
+    assert (await bot.plan_message(follow_up)).ts != (await bot.plan_message(earlier)).ts
     assert len(bot.messages_containing(CHANNEL, first.ts, "Berlin is foggy.")) == 1
     assert bot.slack.calls_to("conversations.replies") == []
 

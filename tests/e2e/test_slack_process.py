@@ -159,7 +159,7 @@ async def test_a_run_resumes_after_a_crash_and_keeps_its_plan_message(tmp_path: 
     try:
         [run] = await store.recent_runs()
         assert run.status is RunStatus.SUCCEEDED
-        assert run.meta["plan_ts"] == plan_ts
+        assert (await store.delivery(run.id)).plan_message == plan_ts
         attempts = {t.id: t.attempts for t in await store.get_tasks(run.id)}
     finally:
         await store.close()

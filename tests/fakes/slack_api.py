@@ -34,7 +34,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import math
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
@@ -58,6 +60,30 @@ MAX_STREAMED_TEXT = 11000
 """UTF-8 bytes of text a streamed message holds before Slack answers `msg_too_long` (measured
 by others at about 10,600-11,300 bytes; undocumented). Tests may lower `max_streamed_text`."""
 
+# ---- rate tiers and the status timeout (Slack's published numbers) ----------------------------
+# Per API method, per workspace (team), per app; Slack documents "N+ per minute" and tolerates
+# some bursts above N, so holding every method to exactly N in any rolling minute is the strict
+# reading: code that never sees a 429 here stays under Slack's limits too.
+RATE_WINDOW = 60.0
+TIER_2, TIER_3, TIER_4 = 20, 50, 100
+RATE_TIERS: dict[str, int] = {
+    "chat.update": TIER_3,
+    "chat.delete": TIER_3,
+    "chat.startStream": TIER_2,
+    "chat.stopStream": TIER_2,
+    "chat.appendStream": TIER_4,
+    "chat.postEphemeral": TIER_4,
+    "chat.getPermalink": TIER_4,
+    "conversations.replies": TIER_3,
+    "views.publish": TIER_4,
+    "users.info": TIER_4,
+}
+# chat.postMessage: "one message per second per channel ... short bursts >1 allowed".
+POST_MESSAGE_RATE = 1.0
+POST_MESSAGE_BURST = 3
+# assistant.threads.setStatus: "a two minute timeout applies" unless the app replies.
+STATUS_TIMEOUT = 120.0
+
 # Fields that slack_sdk (or any client) may send as JSON-encoded strings inside a form body.
 _JSON_FIELDS = frozenset(
     {"blocks", "attachments", "metadata", "view", "chunks", "loading_messages", "user_ids"}
@@ -76,6 +102,8 @@ class SlackCall:
     ok: bool = True
     error: str | None = None
     response: dict[str, Any] = field(default_factory=dict)
+    at: float = field(default_factory=time.time)
+    """Wall-clock time the answer was ready (benchmarks measure latency with it)."""
 
     @property
     def blocks(self) -> list[dict[str, Any]]:
@@ -162,13 +190,43 @@ class _Failure:
     when: Callable[[dict[str, Any]], bool] | None = None
 
 
+class FakeClock:
+    """Slack's time as the fake sees it: the wall clock, `speed` times faster, plus `advance()`.
+
+    Rate windows and the status timeout run on it, so a test can compress Slack's minutes
+    (`FakeClock(speed=60)`: a minute a second) or jump over them (`advance(121)`) without
+    sleeping. The limits stay on: a faster clock only makes Slack's minute shorter.
+    """
+
+    def __init__(self, *, speed: float = 1.0) -> None:
+        if speed <= 0:
+            raise ValueError("speed must be positive")
+        self.speed = speed
+        self._start = time.monotonic()
+        self._offset = 0.0
+
+    def now(self) -> float:
+        """Seconds since the clock started, in Slack's time."""
+        return (time.monotonic() - self._start) * self.speed + self._offset
+
+    def advance(self, seconds: float) -> None:
+        """Move Slack's time forward at once."""
+        self._offset += seconds
+
+
 Handler = Callable[["FakeSlack", dict[str, Any]], dict[str, Any]]
 
 
 class FakeSlack:
     """The fake's state: messages, statuses, home views, scripted failures and recorded calls."""
 
-    def __init__(self, *, bot_token: str = FAKE_BOT_TOKEN, team_id: str = FAKE_TEAM_ID) -> None:
+    def __init__(
+        self,
+        *,
+        bot_token: str = FAKE_BOT_TOKEN,
+        team_id: str = FAKE_TEAM_ID,
+        clock: FakeClock | None = None,
+    ) -> None:
         self.base_url = ""
         self.bot_token = bot_token
         self.team_id = team_id
@@ -204,6 +262,7 @@ class FakeSlack:
             "conversations.replies": FakeSlack._replies,
             "users.info": FakeSlack._users_info,
         }
+        self._init_limits(clock or FakeClock())
 
     # ---- scripting -------------------------------------------------------------------------
 
@@ -389,9 +448,11 @@ class FakeSlack:
     def _answer(self, method: str, body: dict[str, Any], token: str | None) -> dict[str, Any]:
         if not token:
             raise SlackError("not_authed")
-        if token != self.bot_token:
+        if token != self.bot_token and token not in self.workspaces:
             raise SlackError("invalid_auth")
         self._scripted_failure(method, body)
+        self._expire_statuses()
+        self._check_rate(method, body, self.workspaces.get(token, self.team_id))
         handler = self._handlers.get(method)
         if handler is None:
             raise SlackError("unknown_method")
@@ -672,6 +733,71 @@ class FakeSlack:
         if person is None:
             raise SlackError("user_not_found")
         return {"ok": True, "user": person}
+
+    # ---- rate tiers per workspace, and the status timeout ------------------------------------
+
+    def _init_limits(self, clock: FakeClock) -> None:
+        self.clock = clock
+        # token -> team: each workspace has its own bot token and its own rate budget.
+        self.workspaces: dict[str, str] = {self.bot_token: self.team_id}
+        self.tier_limited = 0
+        self.expired_statuses: list[tuple[str, str]] = []
+        self._recent: dict[tuple[str, str], deque[float]] = {}
+        self._post_buckets: dict[tuple[str, str], tuple[float, float]] = {}
+        self._status_set_at: dict[tuple[str, str], float] = {}
+
+    def add_workspace(self, token: str, team_id: str) -> None:
+        """Accept `token` as the bot token of another workspace (its own rate limits)."""
+        self.workspaces[token] = team_id
+
+    def status_of(self, channel: str, thread_ts: str) -> str | None:
+        """The thread's assistant status now (None once cleared or past Slack's timeout)."""
+        self._expire_statuses()
+        return self.thread_status.get((channel, thread_ts))
+
+    def _expire_statuses(self) -> None:
+        now = self.clock.now()
+        for key, set_at in list(self._status_set_at.items()):
+            if key not in self.thread_status:
+                del self._status_set_at[key]
+            elif now - set_at >= STATUS_TIMEOUT:
+                del self._status_set_at[key]
+                del self.thread_status[key]
+                self.expired_statuses.append(key)
+
+    def _check_rate(self, method: str, body: dict[str, Any], team: str) -> None:
+        """Raise Slack's 429 when `method` is over its tier in `team`; else count the call."""
+        now = self.clock.now()
+        if method == "assistant.threads.setStatus":
+            channel, thread_ts = _str(body.get("channel_id")), _str(body.get("thread_ts"))
+            if channel and thread_ts:
+                self._status_set_at[(channel, thread_ts)] = now
+        if method == "chat.postMessage":
+            self._take_post_token(team, _str(body.get("channel")) or "", now)
+            return
+        limit = RATE_TIERS.get(method)
+        if limit is None:
+            return
+        recent = self._recent.setdefault((team, method), deque())
+        while recent and now - recent[0] >= RATE_WINDOW:
+            recent.popleft()
+        if len(recent) >= limit:
+            self._limited(RATE_WINDOW - (now - recent[0]))
+        recent.append(now)
+
+    def _take_post_token(self, team: str, channel: str, now: float) -> None:
+        tokens, at = self._post_buckets.get((team, channel), (float(POST_MESSAGE_BURST), now))
+        tokens = min(float(POST_MESSAGE_BURST), tokens + (now - at) * POST_MESSAGE_RATE)
+        if tokens < 1.0:
+            self._post_buckets[(team, channel)] = (tokens, now)
+            self._limited((1.0 - tokens) / POST_MESSAGE_RATE)
+        self._post_buckets[(team, channel)] = (tokens - 1.0, now)
+
+    def _limited(self, wait: float) -> None:
+        self.tier_limited += 1
+        # Retry-After is whole seconds of real time: Slack's wait, on this clock's speed.
+        real = max(1, math.ceil(wait / self.clock.speed))
+        raise SlackError("ratelimited", status=429, headers={"Retry-After": str(real)})
 
 
 # ---- helpers ---------------------------------------------------------------------------------

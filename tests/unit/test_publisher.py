@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,26 +15,37 @@ import pytest
 
 from bot.blocks import CANCEL_ACTION, MAX_MESSAGE_TEXT, RETRY_ACTION
 from bot.publisher import PLANNING_STATUS, SlackPublisher
+from bot.rate_budget import RateBudget
+from bot.run_sync import STATUS_REFRESH
 from bot.slack_client import make_client
 from scheduler.dag.engine import Engine, EngineConfig
 from scheduler.dag.executors import Executor, Planner, PlanRequest, TaskContext
 from scheduler.dag.plan import Plan, PlanTask, TaskKind
 from scheduler.dag.retry import RetryPolicies, RetryPolicy
 from scheduler.errors import PlanningFailed, TaskError
-from storage.records import RunStatus
+from storage.records import Delivery, RunStatus
 from storage.sqlite import SqliteStore
-from tests.fakes.slack_api import FakeMessage, FakeSlack, SlackCall, fake_slack_server
+from tests.fakes.slack_api import (
+    FakeClock,
+    FakeMessage,
+    FakeSlack,
+    SlackCall,
+    fake_slack_server,
+)
 
 ONE_ATTEMPT = RetryPolicies(default=RetryPolicy(max_attempts=1))
 
 CHANNEL = "C0PLANS"
 ALICE = "U0ALICE"
 MIN_INTERVAL = 0.02
+# Slack's minute runs in a second here, for the fake and for the bot's budget alike: the rate
+# tiers stay on, only shorter.
+SPEED = 60.0
 
 
 @pytest.fixture
 async def slack() -> AsyncIterator[FakeSlack]:
-    async with fake_slack_server() as server:
+    async with fake_slack_server(clock=FakeClock(speed=SPEED)) as server:
         yield server
 
 
@@ -95,11 +107,13 @@ class Stack:
     engine: Engine
     publisher: SlackPublisher
 
-    async def submit(self, slack: FakeSlack, plan: Plan | None = None, **meta: Any) -> Thread:
-        root = slack.add_message(CHANNEL, "<@U0FAKEBOT> do things", user=ALICE)
+    async def submit(
+        self, slack: FakeSlack, plan: Plan | None = None, *, channel: str = CHANNEL, **meta: Any
+    ) -> Thread:
+        root = slack.add_message(channel, "<@U0FAKEBOT> do things", user=ALICE)
         fields = {
             "team_id": slack.team_id,
-            "channel": CHANNEL,
+            "channel": channel,
             "thread_ts": root.ts,
             "user": ALICE,
             "source": "mention",
@@ -109,10 +123,10 @@ class Stack:
             "do things",
             plan=plan,
             requester=ALICE,
-            thread_key=f"{slack.team_id}:{CHANNEL}:{root.ts}",
+            thread_key=f"{slack.team_id}:{channel}:{root.ts}",
             meta={k: v for k, v in fields.items() if v is not None},
         )
-        return Thread(run_id=run.id, ts=root.ts)
+        return Thread(run_id=run.id, ts=root.ts, channel=channel)
 
     async def settle(self, run_id: str | None = None) -> None:
         async with asyncio.timeout(30):
@@ -125,11 +139,15 @@ class Stack:
     async def meta(self, run_id: str) -> dict[str, Any]:
         return (await self.engine.view(run_id)).run.meta
 
+    async def delivery(self, run_id: str) -> Delivery:
+        return await self.store.delivery(run_id)
+
 
 @dataclass(frozen=True, kw_only=True)
 class Thread:
     run_id: str
     ts: str
+    channel: str = CHANNEL
 
 
 @asynccontextmanager
@@ -140,6 +158,7 @@ async def running(
     *,
     planner: Planner | None = None,
     min_interval: float = MIN_INTERVAL,
+    status_refresh: float = STATUS_REFRESH,
 ) -> AsyncIterator[Stack]:
     """A store, engine and publisher on `db_path`, started in the bot's order."""
     store = await SqliteStore.open(db_path)
@@ -149,8 +168,11 @@ async def running(
         planner=planner,
         config=EngineConfig(max_concurrency=64, retry=ONE_ATTEMPT),
     )
-    client = make_client(slack.bot_token, slack.base_url, rate_limit_retries=1)
-    publisher = SlackPublisher(client, engine, min_interval=min_interval)
+    budget = RateBudget(speed=slack.clock.speed)
+    client = make_client(slack.bot_token, slack.base_url, rate_limit_retries=1, budget=budget)
+    publisher = SlackPublisher(
+        client, engine, min_interval=min_interval, status_refresh=status_refresh
+    )
     await publisher.start()
     await engine.resume_all()
     try:
@@ -159,6 +181,7 @@ async def running(
         await engine.close()
         await publisher.aclose()
         await store.close()
+    assert slack.tier_limited == 0, "the budget let a call exceed Slack's rate tiers"
 
 
 def event_type(call_or_message: SlackCall | FakeMessage) -> str | None:
@@ -176,7 +199,8 @@ def plan_posts(slack: FakeSlack) -> list[SlackCall]:
 
 
 def summaries(slack: FakeSlack, thread: Thread) -> list[FakeMessage]:
-    return [m for m in slack.replies(CHANNEL, thread.ts) if event_type(m) == "dagbot_summary"]
+    replies = slack.replies(thread.channel, thread.ts)
+    return [m for m in replies if event_type(m) == "dagbot_summary"]
 
 
 def summary_text(message: FakeMessage) -> str:
@@ -211,7 +235,9 @@ async def test_plan_posted_once_updated_and_summary_posted(slack: FakeSlack, db_
 
         assert len(plan_posts(slack)) == 1
         meta = await stack.meta(thread.run_id)
-        message = slack.message(CHANNEL, meta["plan_ts"])
+        delivery = await stack.delivery(thread.run_id)
+        assert delivery.plan_message is not None
+        message = slack.message(CHANNEL, delivery.plan_message)
         assert message.thread_ts == thread.ts
         assert card_statuses(message) == {f"t{i}": "complete" for i in (1, 2, 3)} | {
             "s": "complete"
@@ -225,7 +251,7 @@ async def test_plan_posted_once_updated_and_summary_posted(slack: FakeSlack, db_
             summary_text(summary)
             == "# Report\n\n- t1: Step 1 done\n- t2: Step 2 done\n- t3: Step 3 done"
         )
-        assert meta["summary_ts"] == summary.ts
+        assert delivery.summary_message == summary.ts
         assert meta["permalink"].startswith("https://fake.slack.com/archives/C0PLANS/")
         [home] = slack.calls_to("views.publish", ok=True)
         assert home.body["user_id"] == ALICE
@@ -386,7 +412,7 @@ async def test_huge_summary_is_split_into_clean_messages(slack: FakeSlack, db_pa
             assert len(body) <= 12_000
             assert len(part.text) <= (12_000 if stream else MAX_MESSAGE_TEXT)
             assert body.startswith("## Part ")
-        assert (await stack.meta(thread.run_id))["summary_ts"] == parts[0].ts
+        assert (await stack.delivery(thread.run_id)).summary_message == parts[0].ts
 
 
 async def test_failed_run_summary_explains_what_failed(slack: FakeSlack, db_path: str) -> None:
@@ -426,7 +452,7 @@ async def test_restart_mid_run_keeps_editing_the_same_plan_and_summarises_once(
         await stack.settle(thread.run_id)
         run = (await stack.engine.view(thread.run_id)).run
         assert run.status is RunStatus.SUCCEEDED
-        assert run.meta["plan_ts"] == plan_ts
+        assert (await stack.delivery(thread.run_id)).plan_message == plan_ts
     assert len(plan_posts(slack)) == 1
     later = slack.calls_to("chat.update")[updates_before:]
     assert later
@@ -449,7 +475,7 @@ async def test_a_finished_run_whose_summary_never_landed_is_summarised_on_start(
     async with running(db_path, slack) as stack:
         await stack.publisher.wait_idle()
         assert len(summaries(slack, thread)) == 1
-        assert "final_seq" in await stack.meta(thread.run_id)
+        assert (await stack.delivery(thread.run_id)).landed_seq is not None
     async with running(db_path, slack) as stack:
         await stack.publisher.wait_idle()
     assert len(summaries(slack, thread)) == 1
@@ -463,26 +489,30 @@ async def test_summary_intent_without_ts_is_checked_in_the_thread_once(
         thread = await stack.submit(slack, make_plan(1))
         await stack.settle(thread.run_id)
         [summary] = summaries(slack, thread)
-        # What a crash between posting and recording the ts leaves behind:
-        meta = await stack.meta(thread.run_id)
-        posts = dict(meta["slack_posts"])
-        key = next(k for k in posts if k.startswith("summary@"))
-        del posts[key]
-        await stack.store.update_meta(
-            thread.run_id,
-            {"slack_posts": posts, "slack_intents": [key], "final_seq": None, "summary_ts": None},
+        delivery = await stack.delivery(thread.run_id)
+        key = next(k for k in delivery.posts if k.startswith("summary@"))
+    # What a crash between posting and recording the ts leaves behind: the intent, no ts, the
+    # final state not landed.
+    with closing(sqlite3.connect(db_path)) as db, db:
+        db.execute(
+            "UPDATE delivery_posts SET message = NULL WHERE run_id = ? AND post_key = ?",
+            (thread.run_id, key),
         )
-        if not landed:
-            del slack.messages[(CHANNEL, summary.ts)]
+        db.execute(
+            "UPDATE deliveries SET landed_seq = NULL, summary_message = NULL WHERE run_id = ?",
+            (thread.run_id,),
+        )
+    if not landed:
+        del slack.messages[(CHANNEL, summary.ts)]
     async with running(db_path, slack) as stack:
         await stack.publisher.wait_idle()
         [lookup] = slack.calls_to("conversations.replies")
         assert lookup.body["ts"] == thread.ts
         [summary_now] = summaries(slack, thread)
         assert (summary_now.ts == summary.ts) == landed
-        meta = await stack.meta(thread.run_id)
-        assert meta["slack_intents"] == []
-        assert meta["summary_ts"] == summary_now.ts
+        delivery = await stack.delivery(thread.run_id)
+        assert None not in delivery.posts.values()
+        assert delivery.summary_message == summary_now.ts
 
 
 # -- planning ----------------------------------------------------------------------------------

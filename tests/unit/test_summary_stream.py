@@ -104,8 +104,9 @@ async def test_the_summary_streams_while_it_is_written(slack: FakeSlack, db_path
         assert slack.calls_to("chat.update", ok=False) == []
         meta = await stack.meta(thread.run_id)
         assert (meta[STREAM_KEY]["ts"], meta[STREAM_KEY]["finished"]) == ([summary.ts], True)
-        assert meta["slack_posts"][f"summary@{meta[STREAM_KEY]['seq']}#0"] == summary.ts
-        assert meta["summary_ts"] == summary.ts
+        delivery = await stack.store.delivery(thread.run_id)
+        assert delivery.posts[f"summary@{meta[STREAM_KEY]['seq']}#0"] == summary.ts
+        assert delivery.summary_message == summary.ts
 
 
 async def test_an_expired_stream_is_finished_in_place(slack: FakeSlack, db_path: str) -> None:
