@@ -21,9 +21,30 @@ class AppHome:
     def __init__(self, client: AsyncWebClient, store: Store) -> None:
         self._client = client
         self._store = store
+        # user -> whether another refresh was asked for while one is being published.
+        self._publishing: dict[str, bool] = {}
 
     async def refresh(self, user_id: str) -> None:
-        """Publish the user's App Home tab. A Slack error is logged, not raised."""
+        """Publish the user's App Home tab. A Slack error is logged, not raised.
+
+        Refreshes asked for while one is in flight for the same user become one more publish
+        when it ends (many runs of one user finishing together cost two views.publish, not one
+        each: the method is Tier 4).
+        """
+        if user_id in self._publishing:
+            self._publishing[user_id] = True
+            return
+        self._publishing[user_id] = False
+        try:
+            while True:
+                await self._publish(user_id)
+                if not self._publishing[user_id]:
+                    return
+                self._publishing[user_id] = False
+        finally:
+            del self._publishing[user_id]
+
+    async def _publish(self, user_id: str) -> None:
         try:
             records = await self._store.recent_runs(requester=user_id, limit=HOME_RUNS)
             view = home_view([Run.from_record(r) for r in records])
