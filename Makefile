@@ -28,4 +28,6 @@ run: $(BIN)/python
 bench: install
 	$(BIN)/python -m benchmarks.makespan
 	$(BIN)/python -m benchmarks.overhead
+	$(BIN)/python -m benchmarks.concurrent_runs
+	$(BIN)/python -m benchmarks.startup
 	$(BIN)/python -m benchmarks.slack_latency

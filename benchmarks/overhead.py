@@ -18,6 +18,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
 
@@ -47,8 +48,10 @@ def wide_plan(tasks: int, width: int, seed: int = 1) -> Plan:
 class CommitEachTransition(SqliteStore):
     """The same store with group commit disabled: one transaction per transition."""
 
-    def __init__(self, writer: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
-        super().__init__(writer, reader)
+    def __init__(
+        self, writer: aiosqlite.Connection, reader: aiosqlite.Connection, **options: Any
+    ) -> None:
+        super().__init__(writer, reader, **options)
         self._one_at_a_time = asyncio.Lock()
 
     def record(self, transition: Transition) -> asyncio.Future[Event]:

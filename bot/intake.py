@@ -37,7 +37,7 @@ from bot.replies import (
 )
 from bot.slack_client import error_code, is_transient
 from scheduler.dag.engine import Engine
-from storage.records import RunRecord
+from scheduler.dag.state import Run
 
 log = logging.getLogger("dagbot.intake")
 _T = TypeVar("_T")
@@ -154,13 +154,13 @@ class Intake:
             return
         problem = goal_problem(mention.goal, self.max_goal_chars, source="mention")
         if problem is not None:
-            if await self.engine.store.claim_delivery(mention.event_id):
+            if await self.engine.claim_delivery(mention.event_id):
                 self.tasks.spawn(
                     self._post(mention.channel, mention.thread_ts, problem),
                     f"answer {mention.event_id}",
                 )
             return
-        parent = await self.engine.store.latest_run_in_thread(mention.thread_key)
+        parent = await self.engine.latest_run_in_thread(mention.thread_key)
         # Claiming the event id and recording the run are one transaction: a crash between
         # them can neither lose the mention nor let Slack's redelivery start a second run.
         run = await self.engine.submit(
@@ -191,7 +191,7 @@ class Intake:
         parsed = parse_command(payload)
         if parsed is None:
             return "Slack sent a request I could not read; please try again."
-        if not await self.engine.store.claim_delivery(f"trigger:{parsed.trigger_id}"):
+        if not await self.engine.claim_delivery(f"trigger:{parsed.trigger_id}"):
             log.info("ignoring repeated /dagbot trigger %s", parsed.trigger_id)
             return None
         command = parsed.command
@@ -241,7 +241,7 @@ class Intake:
         log.info("run %s started from /dagbot by %s", run.id, parsed.user)
 
     async def _list(self, user: str, respond: Respond) -> None:
-        runs = await self.engine.store.recent_runs(requester=user, limit=LIST_LIMIT)
+        runs = await self.engine.recent_runs(requester=user, limit=LIST_LIMIT)
         permalinks: dict[str, str] = {}
         for run in runs:
             link = await self._permalink(run)
@@ -249,7 +249,7 @@ class Intake:
                 permalinks[run.id] = link
         await respond(list_text(runs, permalinks), response_type="ephemeral")
 
-    async def _permalink(self, run: RunRecord) -> str | None:
+    async def _permalink(self, run: Run) -> str | None:
         known = run.meta.get("permalink")
         if isinstance(known, str):
             return known
@@ -265,7 +265,7 @@ class Intake:
         return link if isinstance(link, str) else None
 
     async def _cancel(self, user: str, argument: str, respond: Respond) -> None:
-        run = await self.engine.store.find_run(argument) if argument else None
+        run = await self.engine.find_run(argument)
         refusal = cancel_refusal(argument, run, user)
         if refusal is not None or run is None:
             await respond(refusal or "", response_type="ephemeral")
@@ -282,7 +282,7 @@ class Intake:
             self.tasks.spawn(self._press(press), f"{press.kind} {press.run_id} by {press.user}")
 
     async def _press(self, press: Press) -> None:
-        run = await self.engine.store.get_run(press.run_id)
+        run = await self.engine.get_run(press.run_id)
         refusal = press_refusal(press, run)
         if refusal is not None or run is None:
             await self._whisper(press, refusal or "", run)
@@ -295,7 +295,7 @@ class Intake:
         if not done:
             await self._whisper(press, press_noop(press, run), run)
 
-    async def _whisper(self, press: Press, text: str, run: RunRecord | None) -> None:
+    async def _whisper(self, press: Press, text: str, run: Run | None) -> None:
         meta = run.meta if run is not None else {}
         channel = meta.get("channel", press.channel)
         root = meta.get("thread_ts", press.thread_ts)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from bot.payloads import COMMAND, Press, PressKind
-from storage.records import RunRecord, RunStatus
+from domain.vocabulary import RunStatus
+from scheduler.dag.state import Run
 
 PREVIEW_CHARS = 80
 ECHO_CHARS = 3_000
@@ -64,7 +65,7 @@ def requested_text(user: str, goal: str) -> str:
     return f"<@{user}> asked dagbot:\n>{escape(shown).replace(chr(10), chr(10) + '>')}"
 
 
-def list_text(runs: Sequence[RunRecord], permalinks: Mapping[str, str]) -> str:
+def list_text(runs: Sequence[Run], permalinks: Mapping[str, str]) -> str:
     """The reply to `/dagbot list`: newest first, each run linked to its thread when known."""
     if not runs:
         return f"You have no runs yet. Start one with `{COMMAND} <goal>` or by mentioning me."
@@ -88,7 +89,7 @@ def _status_word(status: RunStatus) -> str:
     }[status]
 
 
-def cancel_refusal(argument: str, run: RunRecord | None, user: str) -> str | None:
+def cancel_refusal(argument: str, run: Run | None, user: str) -> str | None:
     """Why `/dagbot cancel <argument>` cannot cancel anything; None when it may try."""
     if not argument:
         return f"Say which run to cancel: `{COMMAND} cancel <run id>` (`{COMMAND} list` shows ids)."
@@ -104,13 +105,13 @@ def cancel_refusal(argument: str, run: RunRecord | None, user: str) -> str | Non
     return None
 
 
-def cancel_result(run: RunRecord, cancelled: bool) -> str:
+def cancel_result(run: Run, cancelled: bool) -> str:
     if cancelled:
         return f"Cancelled run `{run.id}`: {preview(run.goal)}"
     return f"Run `{run.id}` is not running right now, so there was nothing to cancel."
 
 
-def press_refusal(press: Press, run: RunRecord | None) -> str | None:
+def press_refusal(press: Press, run: Run | None) -> str | None:
     """Why a button press is refused (said only to the presser); None when it is the requester's."""
     if run is None:
         return "That run no longer exists."
@@ -121,7 +122,7 @@ def press_refusal(press: Press, run: RunRecord | None) -> str | None:
     return None
 
 
-def press_noop(press: Press, run: RunRecord) -> str:
+def press_noop(press: Press, run: Run) -> str:
     """What to say when the engine had nothing to do for a requester's press."""
     if press.kind is PressKind.CANCEL:
         return f"Run `{run.id}` is not running, so there is nothing to cancel."

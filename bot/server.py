@@ -29,6 +29,7 @@ from bot.publisher import SlackPublisher
 from bot.runtime import Runtime, open_runtime
 from bot.settings import ConfigError, Settings, load_settings
 from bot.slack_client import make_client
+from scheduler.dag.engine import Engine
 from scheduler.errors import SchedulerError
 from storage.errors import StorageError
 
@@ -184,15 +185,28 @@ async def _serve_until_stopped(settings: Settings) -> None:
         loop.add_signal_handler(signum, stop.set)
     try:
         if _secret(settings.slack_app_token):
-            async with serve_socket_mode(settings):
-                await stop.wait()
+            async with serve_socket_mode(settings) as bot:
+                await _until_stopped(stop, bot.runtime.engine)
         else:
-            async with serve_http(settings):
-                await stop.wait()
+            async with serve_http(settings) as http:
+                await _until_stopped(stop, http.bot.runtime.engine)
         log.info("stopped; unfinished runs resume on the next start")
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
+
+
+async def _until_stopped(stop: asyncio.Event, engine: Engine) -> None:
+    """Until a signal, or until the database file is lost (then stop with its one line)."""
+    lost = asyncio.ensure_future(engine.database_lost.wait())
+    signalled = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait([lost, signalled], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        lost.cancel()
+        signalled.cancel()
+    if engine.database_lost.is_set() and engine.storage_failure is not None:
+        raise engine.storage_failure
 
 
 def serve() -> int:

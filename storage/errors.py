@@ -13,3 +13,11 @@ class UnsupportedDatabaseURL(StorageError):
 
 class DatabaseUnusable(StorageError):
     """The database file is corrupt, is not dagbot's, or was written by a newer dagbot."""
+
+
+class DatabaseReplaced(StorageError):
+    """The database file was deleted or replaced under the running process."""
+
+
+class StorageFull(StorageError):
+    """Writes kept failing (disk full or I/O errors) for longer than the fault budget."""

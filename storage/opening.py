@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar, cast
 
 import aiosqlite
 
@@ -12,6 +15,7 @@ from storage.sql import migrations
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 BUSY_TIMEOUT_MS = 10_000
+_T = TypeVar("_T")
 
 
 def check_header(path: Path) -> None:
@@ -28,6 +32,35 @@ def check_header(path: Path) -> None:
             f"{path} is not a SQLite database (corrupt or another kind of file); "
             "dagbot leaves it untouched. Move it aside or point DATABASE_URL elsewhere."
         )
+
+
+def create_private(path: Path) -> None:
+    """Create a missing database file readable by its owner only (0600).
+
+    SQLite gives the -wal and -shm files it creates the database file's permissions, so they
+    are private too. An existing file keeps the permissions its owner chose.
+    """
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    except OSError:
+        return  # a missing directory and the like: connect() reports it with the right words
+    os.close(descriptor)
+
+
+def shut_down_uncleanly(path: Path) -> bool:
+    """Whether the last process using the file may have died without closing it.
+
+    The last connection to close checkpoints the WAL and deletes it, so a WAL file with
+    content means the file is in use elsewhere or was left by a crash: only then is a full
+    integrity check worth its cost, which grows with the file.
+    """
+    wal = path.with_name(path.name + "-wal")
+    try:
+        return wal.stat().st_size > 0
+    except FileNotFoundError:
+        return False
 
 
 async def connect(path: str) -> aiosqlite.Connection:
@@ -67,11 +100,23 @@ async def connect(path: str) -> aiosqlite.Connection:
     return db
 
 
-async def migrate(db: aiosqlite.Connection, path: str) -> None:
+async def in_thread(db: aiosqlite.Connection, call: Callable[[sqlite3.Connection], _T]) -> _T:
+    """Run `call` on the connection's own thread with its sqlite3 connection: one hop however
+    many statements it runs (each aiosqlite method is a hop of its own)."""
+    connection: sqlite3.Connection = db._conn
+    # aiosqlite's queue of calls for its thread (Connection._execute), typed here.
+    execute = cast(Callable[..., Awaitable[_T]], db._execute)
+    return await execute(call, connection)
+
+
+async def migrate(db: aiosqlite.Connection, path: str, *, integrity_check: bool = True) -> None:
     """Check that the file is dagbot's and current enough, then switch to WAL and migrate.
 
     Nothing is written before the checks pass: switching to WAL rewrites the file header, so a
-    foreign or newer file must be refused first to stay byte-for-byte untouched.
+    foreign or newer file must be refused first to stay byte-for-byte untouched. The full
+    integrity check (`PRAGMA quick_check`, linear in the file's size) runs only when asked,
+    after an unclean shutdown; reading the schema still refuses a file whose first pages are
+    damaged.
     """
     steps = migrations()
     latest = steps[-1][0]
@@ -81,7 +126,7 @@ async def migrate(db: aiosqlite.Connection, path: str) -> None:
         await db.execute("BEGIN")
         try:
             version = int((await _one(db, "PRAGMA user_version"))[0])
-            check = str((await _one(db, "PRAGMA quick_check"))[0])
+            check = str((await _one(db, "PRAGMA quick_check"))[0]) if integrity_check else "ok"
             tables = int(
                 (
                     await _one(

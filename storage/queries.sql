@@ -90,6 +90,14 @@ WHERE json_type(runs.meta_json, '$.slack_intents') = 'array';
 UPDATE runs SET meta_json = json_remove(meta_json, '$.plan_ts', '$.plan_style', '$.summary_ts',
                                         '$.final_seq', '$.slack_posts', '$.slack_intents');
 
+-- name: migration_3
+-- Indexes for every query whose cost would otherwise grow with history (see the query plans
+-- checked in tests/unit/test_store_indexes.py).
+CREATE INDEX tasks_position ON tasks (run_id, position);
+CREATE INDEX tasks_finished ON tasks (status, finished_at);
+CREATE INDEX runs_created ON runs (created_at);
+CREATE INDEX inbox_received ON inbox (received_at);
+
 -- name: insert_run
 INSERT INTO runs (id, goal, status, requester, thread_key, parent_run_id, meta_json,
                   created_at, updated_at)
@@ -107,16 +115,14 @@ UPDATE runs SET status = :status, error = COALESCE(:error, error), updated_at = 
 WHERE id = :run_id;
 
 -- name: update_task
+-- The flags come from domain.vocabulary.task_effect: the state machine is written there once.
 UPDATE tasks SET
     status      = :status,
     attempts    = attempts + :attempt_increment,
-    started_at  = CASE WHEN :status = 'running' THEN :at ELSE started_at END,
-    finished_at = CASE WHEN :status IN ('succeeded', 'failed', 'skipped', 'cancelled')
-                       THEN :at ELSE NULL END,
-    output      = CASE WHEN :status IN ('pending', 'running') THEN NULL
-                       ELSE COALESCE(:output, output) END,
-    error       = CASE WHEN :status IN ('pending', 'running', 'succeeded') THEN NULL
-                       ELSE COALESCE(:error, error) END
+    started_at  = CASE WHEN :stamps_start THEN :at ELSE started_at END,
+    finished_at = CASE WHEN :stamps_finish THEN :at ELSE NULL END,
+    output      = CASE WHEN :keeps_output THEN COALESCE(:output, output) ELSE NULL END,
+    error       = CASE WHEN :keeps_error THEN COALESCE(:error, error) ELSE NULL END
 WHERE run_id = :run_id AND id = :task_id;
 
 -- name: insert_event
@@ -141,18 +147,33 @@ SELECT * FROM tasks WHERE run_id = :run_id ORDER BY position;
 SELECT id FROM runs WHERE status IN ('planning', 'running') ORDER BY created_at;
 
 -- name: select_recent_runs
-SELECT * FROM runs
-WHERE (:requester IS NULL OR requester = :requester)
+SELECT * FROM runs ORDER BY created_at DESC, rowid DESC LIMIT :limit;
+
+-- name: select_recent_runs_of
+SELECT * FROM runs WHERE requester = :requester
 ORDER BY created_at DESC, rowid DESC LIMIT :limit;
 
 -- name: select_latest_run_in_thread
 SELECT * FROM runs WHERE thread_key = :thread_key ORDER BY created_at DESC, rowid DESC LIMIT 1;
 
 -- name: select_runs_by_prefix
-SELECT * FROM runs WHERE substr(id, 1, length(:prefix)) = :prefix ORDER BY created_at DESC LIMIT 2;
+-- A range on the primary key: [prefix, prefix + U+10FFFF) holds exactly the ids it begins.
+-- Two rows are enough to tell an unambiguous prefix from an ambiguous one.
+SELECT * FROM runs WHERE id >= :prefix AND id < :prefix_end LIMIT 2;
+
+-- name: select_recent_tool_durations
+SELECT json_extract(spec_json, '$.tool') AS tool, finished_at - started_at AS seconds
+FROM tasks
+WHERE status = 'succeeded' AND started_at IS NOT NULL
+ORDER BY finished_at DESC LIMIT :limit;
 
 -- name: select_events
 SELECT * FROM events WHERE run_id = :run_id ORDER BY seq;
+
+-- name: select_last_event
+SELECT * FROM events
+WHERE run_id = :run_id AND kind IN (SELECT value FROM json_each(:kinds))
+ORDER BY seq DESC LIMIT 1;
 
 -- name: insert_inbox
 -- Returns a row only when the id is new (an ignored insert returns nothing).

@@ -1,77 +1,26 @@
-"""What the store keeps: statuses, rows and committed events, as plain data."""
+"""What the store keeps: rows of runs, tasks and usage, as plain data."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
+# The vocabulary lives in the bottom module; re-exported here for the imports that use this path.
+from domain.vocabulary import Event, EventKind, RunStatus, TaskStatus, Transition
 
-class TaskStatus(StrEnum):
-    PENDING = "pending"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    SKIPPED = "skipped"
-    CANCELLED = "cancelled"
-
-    @property
-    def finished(self) -> bool:
-        return self not in (TaskStatus.PENDING, TaskStatus.RUNNING)
-
-
-class RunStatus(StrEnum):
-    PLANNING = "planning"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-    @property
-    def finished(self) -> bool:
-        return self not in (RunStatus.PLANNING, RunStatus.RUNNING)
-
-
-class EventKind(StrEnum):
-    RUN_CREATED = "run_created"
-    RUN_PLANNED = "run_planned"
-    RUN_RESUMED = "run_resumed"
-    TASK_STARTED = "task_started"
-    TASK_RETRIED = "task_retried"
-    TASK_SUCCEEDED = "task_succeeded"
-    TASK_FAILED = "task_failed"
-    TASK_SKIPPED = "task_skipped"
-    TASK_CANCELLED = "task_cancelled"
-    RUN_FINISHED = "run_finished"
-    RUN_CANCELLED = "run_cancelled"
-
-
-@dataclass(frozen=True, kw_only=True)
-class Event:
-    """One committed transition. `seq` is its position in the append-only log."""
-
-    seq: int
-    run_id: str
-    kind: EventKind
-    at: float
-    task_id: str | None = None
-    data: dict[str, Any] | None = None
-
-
-@dataclass(frozen=True, kw_only=True)
-class Transition:
-    """A state change to commit: a run's status, a task's status, or neither (event only)."""
-
-    run_id: str
-    kind: EventKind
-    task_id: str | None = None
-    task_status: TaskStatus | None = None
-    run_status: RunStatus | None = None
-    output: str | None = None
-    error: str | None = None
-    new_attempt: bool = False
-    data: dict[str, Any] | None = None
+__all__ = [
+    "Event",
+    "EventKind",
+    "NewRun",
+    "RunRecord",
+    "RunStatus",
+    "TaskRecord",
+    "TaskStatus",
+    "Transition",
+    "UsageRecord",
+    "UsageTotal",
+]
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -10,18 +10,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import sqlite3
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar, overload
 from urllib.parse import urlparse
 
 import aiosqlite
 
-from storage.errors import StorageError, UnsupportedDatabaseURL
-from storage.opening import check_header, connect, migrate
+from domain.vocabulary import task_effect
+from storage.errors import DatabaseReplaced, StorageError, StorageFull, UnsupportedDatabaseURL
+from storage.faults import FaultPolicy, FileIdentity, backoff, is_write_fault
+from storage.opening import (
+    check_header,
+    connect,
+    create_private,
+    in_thread,
+    migrate,
+    shut_down_uncleanly,
+)
 from storage.records import (
     Delivery,
     Event,
@@ -38,10 +49,12 @@ from storage.records import (
 from storage.sql import query
 
 INBOX_RETENTION_SECONDS = 7 * 24 * 3600
+log = logging.getLogger("dagbot.storage")
 
 _T = TypeVar("_T")
 _Pending = tuple[Transition, float, "asyncio.Future[Event]"]
-Work = Callable[[aiosqlite.Connection], Awaitable[_T]]
+Work = Callable[[sqlite3.Connection], _T]
+"""A write transaction's body: plain sqlite3 calls, run in the connection's thread in one hop."""
 
 
 def sqlite_path(database_url: str) -> str:
@@ -64,8 +77,20 @@ async def open_store(database_url: str) -> SqliteStore:
 
 
 class SqliteStore:
-    def __init__(self, writer: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
+    def __init__(
+        self,
+        writer: aiosqlite.Connection,
+        reader: aiosqlite.Connection,
+        *,
+        identity: FileIdentity | None = None,
+        faults: FaultPolicy | None = None,
+    ) -> None:
         self._writer = writer
+        self._identity = identity
+        self.faults = faults or FaultPolicy()
+        self._broken: DatabaseReplaced | None = None
+        self.paused = asyncio.Event()
+        """Set while writes wait out a full disk or failed writes (every run waits with them)."""
         self._reader = reader
         self._write_lock = asyncio.Lock()
         # An in-memory database has one connection for both: a read then waits for the write
@@ -76,19 +101,25 @@ class SqliteStore:
         self._writes: set[asyncio.Task[Any]] = set()
         self._pending: list[_Pending] = []
         self._flusher: asyncio.Task[None] | None = None
+        self.commits = 0
+        """Write transactions committed by this store (tests and benchmarks count them)."""
 
     @classmethod
-    async def open(cls, path: str) -> SqliteStore:
+    async def open(cls, path: str, *, faults: FaultPolicy | None = None) -> SqliteStore:
         memory = path == ":memory:"
+        unclean = False
         if not memory:
             check_header(Path(path))
+            create_private(Path(path))
+            unclean = shut_down_uncleanly(Path(path))
         writer = await connect(path)
         reader: aiosqlite.Connection | None = None
         try:
-            await migrate(writer, path)
+            await migrate(writer, path, integrity_check=unclean)
             # An in-memory database exists only for its own connection: read through it too.
             reader = writer if memory else await connect(path)
-            store = cls(writer, reader)
+            identity = None if memory else FileIdentity.of(Path(path))
+            store = cls(writer, reader, identity=identity, faults=faults)
             before = time.time() - INBOX_RETENTION_SECONDS
             await store._write(_statement(query("prune_inbox"), {"before": before}))
         except BaseException:
@@ -110,22 +141,45 @@ class SqliteStore:
     # -- transactions ------------------------------------------------------------------------------
 
     async def _transaction(self, work: Work[_T]) -> _T:
-        """Run `work` inside BEGIN IMMEDIATE ... COMMIT; ROLLBACK if it fails or is cancelled."""
+        """Run `work` inside BEGIN IMMEDIATE ... COMMIT (ROLLBACK if it fails), in one hop.
+
+        The whole transaction is one call in the connection's thread: a cancelled caller
+        cannot interrupt it half way, and the next transaction is queued behind it.
+        """
         async with self._write_lock:
-            db = self._writer
-            try:
-                await db.execute("BEGIN IMMEDIATE")
-                result = await work(db)
-                await db.commit()
-            except BaseException as error:
-                # Statements already handed to the connection's thread still run, in order;
-                # the rollback queued after them ends the transaction whatever they did. It is
-                # shielded so that a second cancellation cannot stop it being queued.
-                await asyncio.shield(db.rollback())
-                if isinstance(error, sqlite3.Error):
-                    raise StorageError(f"the database failed: {error}") from error
-                raise
-            return result
+            attempt, started = 0, time.monotonic()
+            while True:
+                if self._broken is not None:
+                    raise self._broken
+                attempt += 1
+                try:
+                    result = await in_thread(
+                        self._writer, partial(_atomically, work, self._identity)
+                    )
+                except DatabaseReplaced as error:
+                    self._broken = error
+                    log.error("%s", error)
+                    raise
+                except sqlite3.Error as error:
+                    if not is_write_fault(error):
+                        raise StorageError(f"the database failed: {error}") from error
+                    delay = backoff(attempt, time.monotonic() - started, self.faults)
+                    if delay is None:
+                        self.paused.clear()
+                        raise StorageFull(
+                            f"dagbot could not write to its database for {self.faults.budget:g} "
+                            f"s ({error}); free disk space and retry the run."
+                        ) from error
+                    if not self.paused.is_set():
+                        log.warning("database write failed (%s): pausing writes, retrying", error)
+                        self.paused.set()
+                    await asyncio.sleep(delay)
+                    continue
+                if self.paused.is_set():
+                    log.warning("database writes work again after %d attempt(s)", attempt)
+                    self.paused.clear()
+                self.commits += 1
+                return result
 
     async def _write(self, work: Work[_T]) -> _T:
         """One write transaction, run to its end even if the caller is cancelled meanwhile."""
@@ -172,11 +226,11 @@ class SqliteStore:
         }
         created = Transition(run_id=run_id, kind=EventKind.RUN_CREATED)
 
-        async def work(db: aiosqlite.Connection) -> int | None:
-            if delivery_id is not None and not await _claim(db, delivery_id, now):
+        def work(db: sqlite3.Connection) -> int | None:
+            if delivery_id is not None and not _claim(db, delivery_id, now):
                 return None
-            await db.execute(query("insert_run"), row)
-            return await _append_event(db, created, now)
+            db.execute(query("insert_run"), row)
+            return _append_event(db, created, now)
 
         seq = await self._write(work)
         if seq is None:
@@ -214,10 +268,10 @@ class SqliteStore:
             for position, task in enumerate(tasks)
         ]
 
-        async def work(db: aiosqlite.Connection) -> int:
-            await db.execute(query("set_plan"), run_row)
-            await db.executemany(query("insert_task"), task_rows)
-            return await _append_event(db, planned, now)
+        def work(db: sqlite3.Connection) -> int:
+            db.execute(query("set_plan"), run_row)
+            db.executemany(query("insert_task"), task_rows)
+            return _append_event(db, planned, now)
 
         return _event(await self._write(work), planned, now)
 
@@ -243,11 +297,11 @@ class SqliteStore:
             try:
                 events = await self._write_batch(batch)
             except BaseException as error:
+                # The same kind of error (full, file replaced...) so callers can tell them apart.
+                kind = type(error) if isinstance(error, StorageError) else StorageError
                 for _, _, future in batch:
                     if not future.done():
-                        future.set_exception(
-                            StorageError(f"could not save a state change: {error}")
-                        )
+                        future.set_exception(kind(f"could not save a state change: {error}"))
                 if not isinstance(error, Exception):
                     raise
                 continue
@@ -270,29 +324,45 @@ class SqliteStore:
                 "output": t.output,
                 "error": t.error,
                 "at": at,
+                **_effect_flags(t.task_status),
             }
             for t, at, _ in batch
             if t.task_status is not None
         ]
         event_rows = [_event_row(t, at) for t, at, _ in batch]
 
-        # One statement per kind of row, each one hop to the connection's thread.
-        async def work(db: aiosqlite.Connection) -> int:
+        # One statement per kind of row; the whole transaction is one hop to the connection's
+        # thread.
+        def work(db: sqlite3.Connection) -> int:
             if task_updates:
-                await db.executemany(query("update_task"), task_updates)
+                db.executemany(query("update_task"), task_updates)
             if run_updates:
-                await db.executemany(query("update_run_status"), run_updates)
-            await db.executemany(query("insert_event"), event_rows)
-            [(last,)] = await db.execute_fetchall("SELECT last_insert_rowid()")
+                db.executemany(query("update_run_status"), run_updates)
+            db.executemany(query("insert_event"), event_rows)
+            [(last,)] = db.execute("SELECT last_insert_rowid()").fetchall()
             return int(last)
 
         # The write lock is held from BEGIN IMMEDIATE on, so the batch's rowids are contiguous.
         first = await self._transaction(work) - len(batch) + 1
         return [_event(seq, t, at) for seq, (t, at, _) in enumerate(batch, start=first)]
 
+    async def limit_size(self, max_pages: int) -> int:
+        """Cap the database at `max_pages` pages for this process (PRAGMA max_page_count).
+
+        Past the cap SQLite fails writes with SQLITE_FULL exactly as on a full disk, which is
+        how the tests exercise that path; returns the cap in effect (never below the file's
+        current size).
+        """
+
+        def cap(db: sqlite3.Connection) -> int:
+            [(pages,)] = db.execute(f"PRAGMA max_page_count = {int(max_pages)}").fetchall()
+            return int(pages)
+
+        return await in_thread(self._writer, cap)
+
     async def update_meta(self, run_id: str, patch: dict[str, Any]) -> RunRecord:
-        async def work(db: aiosqlite.Connection) -> sqlite3.Row:
-            rows = await db.execute_fetchall(query("select_run"), {"id": run_id})
+        def work(db: sqlite3.Connection) -> sqlite3.Row:
+            rows = db.execute(query("select_run"), {"id": run_id}).fetchall()
             if not rows:
                 raise StorageError(f"no run {run_id!r}")
             [row] = rows
@@ -302,11 +372,11 @@ class SqliteStore:
                     meta.pop(key, None)
                 else:
                     meta[key] = value
-            await db.execute(
+            db.execute(
                 query("update_meta"),
                 {"id": run_id, "meta_json": json.dumps(meta), "at": time.time()},
             )
-            [updated] = await db.execute_fetchall(query("select_run"), {"id": run_id})
+            updated: sqlite3.Row = db.execute(query("select_run"), {"id": run_id}).fetchone()
             return updated
 
         return _run(await self._write(work))
@@ -353,7 +423,10 @@ class SqliteStore:
     async def find_run(self, id_or_prefix: str) -> RunRecord | None:
         if not id_or_prefix:
             return None
-        rows = await self._fetchall(query("select_runs_by_prefix"), {"prefix": id_or_prefix})
+        rows = await self._fetchall(
+            query("select_runs_by_prefix"),
+            {"prefix": id_or_prefix, "prefix_end": id_or_prefix + "\U0010ffff"},
+        )
         exact = [row for row in rows if row["id"] == id_or_prefix]
         if exact:
             return _run(exact[0])
@@ -366,10 +439,17 @@ class SqliteStore:
     async def recent_runs(
         self, *, requester: str | None = None, limit: int = 20
     ) -> list[RunRecord]:
-        rows = await self._fetchall(
-            query("select_recent_runs"), {"requester": requester, "limit": limit}
-        )
+        if requester is None:
+            rows = await self._fetchall(query("select_recent_runs"), {"limit": limit})
+        else:
+            rows = await self._fetchall(
+                query("select_recent_runs_of"), {"requester": requester, "limit": limit}
+            )
         return [_run(row) for row in rows]
+
+    async def recent_tool_durations(self, limit: int) -> list[tuple[str, float]]:
+        rows = await self._fetchall(query("select_recent_tool_durations"), {"limit": limit})
+        return [(row["tool"], float(row["seconds"])) for row in rows if row["tool"]]
 
     async def latest_run_in_thread(self, thread_key: str) -> RunRecord | None:
         row = await self._fetchone(query("select_latest_run_in_thread"), {"thread_key": thread_key})
@@ -377,17 +457,14 @@ class SqliteStore:
 
     async def events(self, run_id: str) -> list[Event]:
         rows = await self._fetchall(query("select_events"), {"run_id": run_id})
-        return [
-            Event(
-                seq=row["seq"],
-                run_id=row["run_id"],
-                kind=EventKind(row["kind"]),
-                at=row["at"],
-                task_id=row["task_id"],
-                data=json.loads(row["data_json"]) if row["data_json"] else None,
-            )
-            for row in rows
-        ]
+        return [_event_from_row(row) for row in rows]
+
+    async def last_event(self, run_id: str, kinds: Collection[EventKind]) -> Event | None:
+        row = await self._fetchone(
+            query("select_last_event"),
+            {"run_id": run_id, "kinds": json.dumps([kind.value for kind in kinds])},
+        )
+        return _event_from_row(row) if row is not None else None
 
     # -- delivery ------------------------------------------------------------------------------
 
@@ -452,19 +529,43 @@ class SqliteStore:
 # -- statements and rows <-> records ----------------------------------------------------------
 
 
+def _effect_flags(status: TaskStatus) -> dict[str, bool]:
+    effect = task_effect(status)
+    return {
+        "stamps_start": effect.stamps_start,
+        "stamps_finish": effect.stamps_finish,
+        "keeps_output": effect.keeps_output,
+        "keeps_error": effect.keeps_error,
+    }
+
+
+def _atomically(work: Work[_T], identity: FileIdentity | None, db: sqlite3.Connection) -> _T:
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        result = work(db)
+        if identity is not None:
+            identity.check()  # in the write lock's shadow: nothing commits to a stranger's file
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+    return result
+
+
 def _statement(sql: str, params: dict[str, Any]) -> Work[None]:
-    async def work(db: aiosqlite.Connection) -> None:
-        await db.execute(sql, params)
+    def work(db: sqlite3.Connection) -> None:
+        db.execute(sql, params)
 
     return work
 
 
-async def _claim(db: aiosqlite.Connection, event_id: str, at: float) -> bool:
-    return bool(await db.execute_fetchall(query("insert_inbox"), {"event_id": event_id, "at": at}))
+def _claim(db: sqlite3.Connection, event_id: str, at: float) -> bool:
+    return bool(db.execute(query("insert_inbox"), {"event_id": event_id, "at": at}).fetchall())
 
 
-async def _append_event(db: aiosqlite.Connection, transition: Transition, at: float) -> int:
-    [(seq,)] = await db.execute_fetchall(query("append_event"), _event_row(transition, at))
+def _append_event(db: sqlite3.Connection, transition: Transition, at: float) -> int:
+    [(seq,)] = db.execute(query("append_event"), _event_row(transition, at)).fetchall()
     return int(seq)
 
 
@@ -495,6 +596,17 @@ def _event(seq: int, transition: Transition, at: float) -> Event:
         at=at,
         task_id=transition.task_id,
         data=_event_data(transition),
+    )
+
+
+def _event_from_row(row: sqlite3.Row) -> Event:
+    return Event(
+        seq=row["seq"],
+        run_id=row["run_id"],
+        kind=EventKind(row["kind"]),
+        at=row["at"],
+        task_id=row["task_id"],
+        data=json.loads(row["data_json"]) if row["data_json"] else None,
     )
 
 

@@ -1,13 +1,17 @@
-"""The narrow interface the scheduler and front ends depend on."""
+"""The narrow interface the scheduler depends on: every store (SQLite, PostgreSQL) provides it.
+
+Front ends do not use it directly: they go through the engine's read API.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Collection
 from typing import Any, Protocol, overload
 
 from storage.records import (
     Delivery,
     Event,
+    EventKind,
     NewRun,
     RunRecord,
     TaskRecord,
@@ -29,7 +33,7 @@ class Store(Protocol):
     async def create_run(
         self, new: NewRun, *, delivery_id: str | None = None
     ) -> tuple[RunRecord, Event] | None:
-        """Record a run in status planning.
+        """Record a run in status planning, with its RUN_CREATED event; both are returned.
 
         With `delivery_id` (an external event id), claiming it (see claim_delivery) and
         creating the run are one transaction: if the id was claimed before, nothing is created
@@ -38,47 +42,84 @@ class Store(Protocol):
         ...
 
     async def set_plan(self, run_id: str, plan: dict[str, Any]) -> Event:
-        """Store the plan and one pending row per task; the run becomes running."""
+        """Store the plan and one pending row per task; the run becomes running.
+
+        One transaction, with the RUN_PLANNED event it returns.
+        """
         ...
 
     def record(self, transition: Transition) -> Awaitable[Event]:
         """Commit one transition with its event; concurrent calls share one transaction.
 
-        `await store.record(t)` returns once it is committed. Transitions commit in the order
-        record() is called, and a transition is committed even if its caller is cancelled while
-        waiting: the engine relies on both.
+        The transition is queued when record() is called (not when the result is awaited), so
+        transitions queued in one stretch of the event loop share a commit. `await
+        store.record(t)` returns once it is committed. Transitions commit in the order record()
+        is called, and a transition is committed even if its caller is cancelled while
+        waiting: the engine relies on all three.
         """
         ...
 
     async def update_meta(self, run_id: str, patch: dict[str, Any]) -> RunRecord:
-        """Merge `patch` into the run's front-end metadata (None values delete keys)."""
+        """Merge `patch` into the run's front-end metadata (None values delete keys).
+
+        Read-modify-write in one transaction; returns the run after. Raises StorageError for
+        an unknown run.
+        """
         ...
 
-    async def get_run(self, run_id: str) -> RunRecord | None: ...
+    async def get_run(self, run_id: str) -> RunRecord | None:
+        """The run with this exact id, or None."""
+        ...
 
-    async def get_tasks(self, run_id: str) -> list[TaskRecord]: ...
+    async def get_tasks(self, run_id: str) -> list[TaskRecord]:
+        """The run's tasks in plan order (by position); empty before it is planned."""
+        ...
 
     async def find_run(self, id_or_prefix: str) -> RunRecord | None:
-        """A run by id or unambiguous id prefix."""
+        """A run by id or unambiguous id prefix; None if none or several match (by index)."""
         ...
 
-    async def unfinished_runs(self) -> list[str]: ...
+    async def unfinished_runs(self) -> list[str]:
+        """Ids of runs in status planning or running, oldest first: what a start-up resumes."""
+        ...
 
     async def recent_runs(
         self, *, requester: str | None = None, limit: int = 20
-    ) -> list[RunRecord]: ...
-
-    async def latest_run_in_thread(self, thread_key: str) -> RunRecord | None: ...
-
-    async def events(self, run_id: str) -> list[Event]: ...
-
-    async def claim_delivery(self, event_id: str) -> bool:
-        """True the first time an external event id is seen, False on every redelivery."""
+    ) -> list[RunRecord]:
+        """At most `limit` runs, newest first, of one requester or of everyone (by index)."""
         ...
 
-    async def record_usage(self, usage: UsageRecord) -> None: ...
+    async def latest_run_in_thread(self, thread_key: str) -> RunRecord | None:
+        """The newest run whose thread_key is this one, or None."""
+        ...
 
-    async def usage(self, run_id: str) -> list[UsageTotal]: ...
+    async def events(self, run_id: str) -> list[Event]:
+        """Every committed event of the run, in commit order."""
+        ...
+
+    async def last_event(self, run_id: str, kinds: Collection[EventKind]) -> Event | None:
+        """The run's latest committed event whose kind is one of `kinds`, or None (by index)."""
+        ...
+
+    async def recent_tool_durations(self, limit: int) -> list[tuple[str, float]]:
+        """(tool, seconds) of the last successful attempt of the most recently finished tool
+        tasks, newest first, at most `limit` (by index): what learned durations start from."""
+        ...
+
+    async def claim_delivery(self, event_id: str) -> bool:
+        """True the first time an external event id is seen, False on every redelivery.
+
+        Claims are kept for a week (a start-up prunes older ones): longer than any redelivery.
+        """
+        ...
+
+    async def record_usage(self, usage: UsageRecord) -> None:
+        """Append the token usage of one LLM call."""
+        ...
+
+    async def usage(self, run_id: str) -> list[UsageTotal]:
+        """The run's token usage summed per task and model, in order of first use."""
+        ...
 
     # -- delivery (what a front end has shown of a run; see records.Delivery) ---------------
 
@@ -107,4 +148,6 @@ class Store(Protocol):
         """The newest runs whose delivery draws the plan in `plan_style`."""
         ...
 
-    async def close(self) -> None: ...
+    async def close(self) -> None:
+        """Commit every write already handed in (even if its caller has gone), then close."""
+        ...

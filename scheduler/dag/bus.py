@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-from storage.records import Event
+from domain.vocabulary import Event
 
 
 class Subscription:

@@ -7,14 +7,17 @@ to the store before it is published.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+import time
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import TypeVar, overload
 
+from domain.vocabulary import Event, EventKind, RunStatus, TaskStatus, Transition
 from scheduler.dag.bus import EventBus
 from scheduler.dag.drafts import Drafts
+from scheduler.dag.durations import KIND_WEIGHT, LearnedDurations, estimate_by_kind
 from scheduler.dag.execution import Execution, task_states
 from scheduler.dag.executors import (
     Executor,
@@ -23,37 +26,27 @@ from scheduler.dag.executors import (
     PlanRequest,
     UsageSink,
 )
-from scheduler.dag.kinds import KINDS, rules
+from scheduler.dag.kinds import rules
 from scheduler.dag.plan import Plan, PlanTask, TaskKind
 from scheduler.dag.retry import PLANNING, RetryPolicies, retry_delay
+from scheduler.dag.slots import SlotPolicy, SlotPool
 from scheduler.dag.state import Run, RunView, TaskState
 from scheduler.dag.validation import DEFAULT_MAX_TASKS, validate_plan
 from scheduler.errors import PlanInvalid, PlanningFailed, RunNotFound, TaskError
-from storage.records import (
-    Event,
-    EventKind,
-    NewRun,
-    RunStatus,
-    TaskStatus,
-    Transition,
-    UsageRecord,
-)
+from storage.errors import DatabaseReplaced, StorageError
+from storage.records import NewRun, UsageRecord, UsageTotal
 from storage.store import Store
 
 log = logging.getLogger("dagbot.engine")
 
 Estimator = Callable[[PlanTask], float]
 
-KIND_WEIGHT: Mapping[TaskKind, float] = MappingProxyType(
-    {kind: kind_rules.weight for kind, kind_rules in KINDS.items()}
-)
+__all__ = ["KIND_WEIGHT", "Engine", "EngineConfig", "Estimator", "estimate_by_kind"]
+
 HISTORY_DEPTH = 5
+LEARNED_SAMPLES = 500
+"""Successful tool tasks read back at start-up to learn durations from (newest first)."""
 _T = TypeVar("_T")
-
-
-def estimate_by_kind(task: PlanTask) -> float:
-    """Relative cost of a task before it has run: LLM calls are slower than most tool calls."""
-    return rules(task.kind).weight
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -66,6 +59,8 @@ class EngineConfig:
     retry: RetryPolicies = field(default_factory=RetryPolicies)
     """Per task kind and for planning; the only retry layer (the LLM client does not retry)."""
     max_tasks: int = DEFAULT_MAX_TASKS
+    slot_policy: SlotPolicy = SlotPolicy.EARLIEST_RUN
+    """Who gets a free process-wide slot: the earliest run's ready tasks, or first come."""
 
 
 class Engine:
@@ -77,8 +72,10 @@ class Engine:
         planner: Planner | None = None,
         config: EngineConfig | None = None,
         bus: EventBus | None = None,
-        estimate: Estimator = estimate_by_kind,
+        estimate: Estimator | None = None,
     ) -> None:
+        """`estimate` gives a task's expected cost for critical-path priorities; by default,
+        per-tool durations learned from the store's history, else weights by kind."""
         self.store = store
         self.bus = bus or EventBus()
         self.drafts = Drafts()
@@ -86,9 +83,17 @@ class Engine:
         self.config = config or EngineConfig()
         self._executors = dict(executors)
         self._planner = planner
-        self._estimate = estimate
-        self._slots = asyncio.Semaphore(self.config.max_total_concurrency)
+        self.durations = LearnedDurations()
+        self._estimate = estimate or self.durations.estimate
+        self._learned = False
+        self.slots = SlotPool(self.config.max_total_concurrency, self.config.slot_policy)
+        """The process-wide task slots, shared by every run."""
         self._drivers: dict[str, asyncio.Task[None]] = {}
+        self._unsaved_failures: dict[str, str] = {}
+        self.storage_failure: StorageError | None = None
+        """The last storage failure that stopped a run."""
+        self.database_lost = asyncio.Event()
+        """Set once the database file was deleted or replaced: the process should stop."""
         self._cancelling: set[str] = set()
 
     # -- public API ------------------------------------------------------------------------------
@@ -220,11 +225,56 @@ class Engine:
     def is_active(self, run_id: str) -> bool:
         return run_id in self._drivers
 
+    # -- reads and front-end bookkeeping (front ends reach storage only through these) ---------
+
+    async def get_run(self, run_id: str) -> Run | None:
+        """The run as stored, or None."""
+        record = await self.store.get_run(run_id)
+        return Run.from_record(record) if record is not None else None
+
+    async def find_run(self, id_or_prefix: str) -> Run | None:
+        """A run by id or unambiguous id prefix (what `runs <prefix>` and cancel accept)."""
+        record = await self.store.find_run(id_or_prefix) if id_or_prefix else None
+        return Run.from_record(record) if record is not None else None
+
+    async def recent_runs(self, *, requester: str | None = None, limit: int = 20) -> list[Run]:
+        """The newest runs first, of one requester or of everyone."""
+        records = await self.store.recent_runs(requester=requester, limit=limit)
+        return [Run.from_record(record) for record in records]
+
+    async def latest_run_in_thread(self, thread_key: str) -> Run | None:
+        """The newest run started in a thread (a follow-up mention continues it)."""
+        record = await self.store.latest_run_in_thread(thread_key)
+        return Run.from_record(record) if record is not None else None
+
+    async def events(self, run_id: str) -> list[Event]:
+        """The run's committed events in order."""
+        return await self.store.events(run_id)
+
+    async def last_event(self, run_id: str, kinds: Collection[EventKind]) -> Event | None:
+        """The run's latest committed event of one of `kinds`, or None."""
+        return await self.store.last_event(run_id, kinds)
+
+    async def usage(self, run_id: str) -> list[UsageTotal]:
+        """LLM token usage of the run, per task and model."""
+        return await self.store.usage(run_id)
+
+    async def claim_delivery(self, delivery_id: str) -> bool:
+        """True the first time an external event id is seen, False on every redelivery."""
+        return await self.store.claim_delivery(delivery_id)
+
+    async def update_meta(self, run_id: str, patch: dict[str, object]) -> Run:
+        """Merge `patch` into the run's front-end metadata (None deletes a key); the run after."""
+        return Run.from_record(await self.store.update_meta(run_id, dict(patch)))
+
     async def view(self, run_id: str) -> RunView:
         record = await self.store.get_run(run_id)
         if record is None:
             raise RunNotFound(run_id)
         run = Run.from_record(record)
+        unsaved = self._unsaved_failures.get(run_id)
+        if unsaved is not None and not run.status.finished:
+            run = dataclasses.replace(run, status=RunStatus.FAILED, error=unsaved)
         records = await self.store.get_tasks(run_id)
         return RunView(run=run, tasks=tuple(task_states(run.plan, records)))
 
@@ -300,12 +350,13 @@ class Engine:
                 ]
             else:
                 tasks = task_states(run.plan, await self.store.get_tasks(run_id))
+            await self._learn_from_history()
             execution = Execution(
                 run=run,
                 tasks=tasks,
                 store=self.store,
                 executors=self._executors,
-                slots=self._slots,
+                slots=self.slots,
                 limit=self.config.max_concurrency,
                 timeout=self.config.task_timeout,
                 retry=self.config.retry,
@@ -313,9 +364,18 @@ class Engine:
                 usage_sink=self._usage_sink,
                 publish=self._publish,
                 drafts=self.drafts,
+                learn=self.durations.observe,
             )
-            await execution.run()
+            try:
+                await execution.run()
+            except BaseExceptionGroup as group:
+                failure = _storage_failure(group)
+                if failure is group:
+                    raise
+                raise failure from group
             await self._record_finished(run_id, list(execution.states.values()))
+        except StorageError as error:
+            await self._fail_unsaved(run_id, error)
         except asyncio.CancelledError:
             if run_id in self._cancelling:
                 await self._record_cancelled(run_id)
@@ -328,6 +388,46 @@ class Engine:
             await self._record_stopped(run_id, error)
         finally:
             self._cancelling.discard(run_id)
+
+    async def _fail_unsaved(self, run_id: str, error: StorageError) -> None:
+        """The store failed this run for good: fail it where it can still be seen.
+
+        The failure is recorded if the store takes it; otherwise the engine remembers it, view()
+        shows it and the bus announces it, so no front end keeps showing the run as running.
+        """
+        message = f"dagbot stopped this run because it could not save its progress: {error}"
+        log.error("run %s: %s", run_id, message)
+        self.storage_failure = error
+        if isinstance(error, DatabaseReplaced):
+            self.database_lost.set()
+        finished = Transition(
+            run_id=run_id,
+            kind=EventKind.RUN_FINISHED,
+            run_status=RunStatus.FAILED,
+            error=message,
+            data={"status": RunStatus.FAILED.value, "stage": "storage"},
+        )
+        try:
+            await self._end_unfinished(run_id, finished)
+            return
+        except StorageError:
+            pass
+        self._unsaved_failures[run_id] = message
+        self._publish(
+            Event(
+                seq=0,  # never committed: no place in the log
+                run_id=run_id,
+                kind=EventKind.RUN_FINISHED,
+                at=time.time(),
+                data={"status": RunStatus.FAILED.value, "error": message, "saved": False},
+            )
+        )
+
+    async def _learn_from_history(self) -> None:
+        if self._learned:
+            return
+        self._learned = True
+        self.durations.load(await self.store.recent_tool_durations(LEARNED_SAMPLES))
 
     async def _record_cancelled(self, run_id: str) -> None:
         await self._end_unfinished(
@@ -492,6 +592,17 @@ class Engine:
             )
 
         return record_usage
+
+
+def _storage_failure(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The storage error a run's task group failed with, or the group itself if it is not one."""
+    storage, rest = group.split(StorageError)
+    if storage is None or rest is not None:
+        return group
+    leaf: BaseException = storage
+    while isinstance(leaf, BaseExceptionGroup):
+        leaf = leaf.exceptions[0]
+    return leaf
 
 
 async def _to_the_end(write: Awaitable[_T]) -> _T:

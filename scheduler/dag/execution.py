@@ -1,7 +1,7 @@
 """One run while it executes: readiness, priorities, limits, attempts and transitions.
 
-Event-driven: a task starts the moment its last dependency settles, from inside that
-dependency's own coroutine; nothing polls.
+Event-driven: a task starts the moment its last dependency settles (and a slot is granted),
+from inside the coroutine that settled it or freed the slot; nothing polls.
 """
 
 from __future__ import annotations
@@ -12,6 +12,14 @@ import time
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
+from domain.vocabulary import (
+    Event,
+    EventKind,
+    TaskFields,
+    TaskStatus,
+    Transition,
+    apply_task_transition,
+)
 from scheduler.dag.drafts import Drafts
 from scheduler.dag.executors import Executor, TaskContext, UsageSink
 from scheduler.dag.graph import critical_path_priorities
@@ -19,9 +27,10 @@ from scheduler.dag.kinds import rules
 from scheduler.dag.plan import Plan, PlanTask, TaskKind
 from scheduler.dag.refs import references_in, substitute
 from scheduler.dag.retry import RetryPolicies, retry_delay
+from scheduler.dag.slots import SlotPool
 from scheduler.dag.state import Run, TaskState
 from scheduler.errors import TaskError
-from storage.records import Event, EventKind, TaskRecord, TaskStatus, Transition
+from storage.records import TaskRecord
 from storage.store import Store
 
 CRASH_RESTARTS = 2
@@ -33,10 +42,11 @@ class Execution:
 
     A transition is applied here at once and queued for commit; whoever must not go on before
     it is durable awaits it (a task's executor starts only once its start is committed). The
-    store commits in the order transitions are queued, so when a finished task frees its slot
-    and releases its dependants, their starts share a commit with its outcome: one commit per
-    step of the graph instead of two, and no dependant can start on an outcome that may still
-    be lost.
+    store commits in the order transitions are queued. When a task finishes, its outcome is
+    queued, its dependants become ready, and the slot it frees is granted (slots.py) in the
+    same synchronous stretch, where the granted task's start is queued too: the outcome and the
+    starts it releases share one commit, and no dependant can start on an outcome that may
+    still be lost.
     """
 
     def __init__(
@@ -46,7 +56,7 @@ class Execution:
         tasks: list[TaskState],
         store: Store,
         executors: Mapping[TaskKind, Executor],
-        slots: asyncio.Semaphore,
+        slots: SlotPool,
         limit: int,
         timeout: float,
         retry: RetryPolicies,
@@ -54,6 +64,7 @@ class Execution:
         usage_sink: Callable[[str, str | None], UsageSink],
         publish: Callable[[Event], None],
         drafts: Drafts | None = None,
+        learn: Callable[[PlanTask, float], None] | None = None,
     ) -> None:
         self.store = store
         self.executors = executors
@@ -66,7 +77,9 @@ class Execution:
         self.usage_sink = usage_sink
         self.publish = publish
         self.drafts = drafts or Drafts()
+        self.learn = learn
         self.run_id = run.id
+        self.order = (run.created_at, run.id)
         self.goal = run.goal
         self.states: dict[str, TaskState] = {t.id: t for t in tasks}
         self.results = MappingProxyType(self.states)
@@ -84,6 +97,11 @@ class Execution:
         self.waiting: dict[str, int] = {}
         self.ready: list[tuple[float, int, str]] = []
         self.slots_used = 0
+        self.tickets = 0
+        """Slots asked of the pool and not yet granted."""
+        self.first_starts: dict[str, asyncio.Future[Event]] = {}
+        self.closed = False
+        """Set once the run is being left: a slot granted then is passed on."""
         self.alive = 0
         self.idle = asyncio.Event()
         self.group: asyncio.TaskGroup | None = None
@@ -97,10 +115,12 @@ class Execution:
             async with asyncio.TaskGroup() as group:
                 self.group = group
                 self._fill()
-                if self.alive == 0:
+                if self.alive == 0 and not self.ready:
                     self.idle.set()
                 await self.idle.wait()
+                self.closed = True
         finally:
+            self.closed = True
             # Cancelled or not, let every queued transition land before the run is left: a
             # cancellation is recorded from what the store holds.
             if self.writes:
@@ -141,33 +161,88 @@ class Execution:
         )
 
     def _fill(self) -> None:
+        """Ask the pool for a slot per ready task this run may still start."""
+        while not self.closed and self.tickets < min(len(self.ready), self.limit - self.slots_used):
+            self.tickets += 1
+            self.slots.request(self)
+
+    def take_slot(self) -> bool:
+        """Start the best ready task in a slot the pool just granted (see slots.Claimant)."""
+        self.tickets -= 1
+        if self.closed or not self.ready or self.slots_used >= self.limit:
+            return False
         assert self.group is not None
-        while self.ready and self.slots_used < self.limit:
-            _, _, task_id = heapq.heappop(self.ready)
-            self.slots_used += 1
-            self.alive += 1
-            self.group.create_task(self._task_main(task_id), name=f"{self.run_id}/{task_id}")
+        _, _, task_id = self.ready[0]
+        budget = self.retry.of(self.states[task_id].kind).max_attempts
+        given_up = self.interrupted.get(task_id, 0) >= budget + CRASH_RESTARTS
+        main = self._task_main(task_id)
+        try:
+            self.group.create_task(main, name=f"{self.run_id}/{task_id}")
+        except RuntimeError:
+            # The run is being cancelled and its task group no longer takes tasks: the slot
+            # goes to another run (this is called from another run's task; never raise there).
+            main.close()
+            self.closed = True
+            return False
+        heapq.heappop(self.ready)
+        self.slots_used += 1
+        self.alive += 1
+        if not given_up:
+            # Queued now, in the stretch that freed the slot: it shares that outcome's commit.
+            self.first_starts[task_id] = self._start(task_id)
+        return True
+
+    def _start(self, task_id: str) -> asyncio.Future[Event]:
+        return self._transition(
+            task_id, EventKind.TASK_STARTED, TaskStatus.RUNNING, new_attempt=True
+        )
 
     async def _task_main(self, task_id: str) -> None:
+        holding = True
         try:
-            async with self.slots:
-                outcome = await self._attempts(task_id)
-            self.slots_used -= 1
+            outcome = await self._attempts(task_id)
+            self._observe(task_id)
             announced = [outcome]
             self._settle(task_id, announced)
+            self.slots_used -= 1
+            holding = False
+            # Ask for this run's newly ready tasks first, then free the slot: the pool gives it
+            # to whichever ticket the policy puts first, and that start joins this commit.
             self._fill()
+            self.slots.release()
             for write in announced:
                 await asyncio.shield(write)  # surfaces a storage failure
+        except BaseException:
+            self.closed = True  # the run is being left: no slot may start more of it
+            raise
         finally:
+            if holding:
+                self.slots_used -= 1
+                self.slots.release()
             self.alive -= 1
             if self.alive == 0 and not self.ready:
                 self.idle.set()
 
+    def _observe(self, task_id: str) -> None:
+        state = self.states[task_id]
+        if (
+            self.learn is not None
+            and state.status is TaskStatus.SUCCEEDED
+            and state.started_at is not None
+            and state.finished_at is not None
+        ):
+            self.learn(state.spec, state.finished_at - state.started_at)
+
     async def _attempts(self, task_id: str) -> asyncio.Future[Event]:
-        """Run the task until it succeeds or may not be retried; returns its queued outcome."""
+        """Run the task until it succeeds or may not be retried; returns its queued outcome.
+
+        Its first start was queued by take_slot, in the stretch that granted the slot; a task
+        given up on has none and is failed instead.
+        """
         attempt = self.interrupted.pop(task_id, 0)
         policy = self.retry.of(self.states[task_id].kind)
-        if attempt >= policy.max_attempts + CRASH_RESTARTS:
+        start = self.first_starts.pop(task_id, None)
+        if start is None:
             return self._transition(
                 task_id,
                 EventKind.TASK_FAILED,
@@ -181,11 +256,8 @@ class Execution:
             attempt += 1
             # The executor starts only once the start is durable: a task found running after a
             # crash has really been started, and its attempt counted.
-            await asyncio.shield(
-                self._transition(
-                    task_id, EventKind.TASK_STARTED, TaskStatus.RUNNING, new_attempt=True
-                )
-            )
+            await asyncio.shield(start if start is not None else self._start(task_id))
+            start = None
             state = self.states[task_id]
             context = TaskContext(
                 run_id=self.run_id,
@@ -308,18 +380,32 @@ class Execution:
         write.add_done_callback(self._committed)
         if status is not None:
             state = self.states[task_id]
-            now = time.time()
+            after = apply_task_transition(
+                TaskFields(
+                    status=state.status,
+                    attempts=state.attempts,
+                    started_at=state.started_at,
+                    finished_at=state.finished_at,
+                    output=state.output,
+                    error=state.error,
+                ),
+                status,
+                at=time.time(),
+                output=output,
+                error=error,
+                new_attempt=new_attempt,
+            )
             # Built directly: dataclasses.replace() costs several times more, twice per task.
             self.states[task_id] = TaskState(
                 run_id=state.run_id,
                 spec=state.spec,
                 position=state.position,
-                status=status,
-                attempts=state.attempts + (1 if new_attempt else 0),
-                started_at=now if status is TaskStatus.RUNNING else state.started_at,
-                finished_at=now if status.finished else None,
-                output=output if status is TaskStatus.SUCCEEDED else None,
-                error=error,
+                status=after.status,
+                attempts=after.attempts,
+                started_at=after.started_at,
+                finished_at=after.finished_at,
+                output=after.output,
+                error=after.error,
             )
         return write
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from domain.vocabulary import RunStatus, TaskStatus
 from scheduler.dag.plan import Plan, PlanTask, TaskKind
-from storage.records import RunRecord, RunStatus, TaskRecord, TaskStatus
+from storage.records import RunRecord, TaskRecord
 
 
 @dataclass(frozen=True, kw_only=True)

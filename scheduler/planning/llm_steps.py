@@ -11,6 +11,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from domain.vocabulary import TaskStatus
 from scheduler.dag.executors import TaskContext
 from scheduler.dag.graph import ancestors
 from scheduler.dag.refs import REFERENCE
@@ -25,7 +26,6 @@ from scheduler.planning.prompts import (
     summary_messages,
     truncate,
 )
-from storage.records import TaskStatus
 
 DEFAULT_INPUT_BUDGET = 24_000
 """Characters of earlier outputs sent with one step, shared among them."""

@@ -12,6 +12,7 @@ from scheduler.dag.engine import Engine, EngineConfig
 from scheduler.dag.executors import Executor, PlanRequest, TaskContext
 from scheduler.dag.plan import Plan, PlanTask, TaskKind
 from scheduler.dag.retry import PLANNING, RetryPolicies, RetryPolicy
+from scheduler.dag.slots import SlotPolicy
 from scheduler.errors import PlanningFailed, RunNotFound, TaskError
 from storage.records import EventKind, NewRun, RunStatus, TaskStatus, Transition
 from storage.sqlite import SqliteStore
@@ -978,3 +979,143 @@ async def test_a_crash_interrupted_task_runs_again_even_with_no_retries(
     view = await engine.view(run_id)
     assert echo.order == ["t1", "s"]
     assert view.run.status is RunStatus.SUCCEEDED
+
+
+# -- the read API front ends use ----------------------------------------------------------------
+
+
+async def test_the_read_api_gives_domain_runs(make_engine: MakeEngine) -> None:
+    engine = await make_engine(Echo())
+    first = await engine.submit(
+        "first", plan=chain_plan(2), requester="U1", thread_key="T1", meta={"k": 1}
+    )
+    await engine.wait(first.id)
+    second = await engine.submit("second", plan=chain_plan(2), requester="U2", thread_key="T1")
+    await engine.wait(second.id)
+
+    found = await engine.get_run(first.id)
+    assert found is not None
+    assert found.plan is not None
+    assert found.goal == "first"
+    assert await engine.get_run("nope") is None
+    assert (await engine.find_run(first.id[:6])) == found
+    assert await engine.find_run("") is None
+    assert [r.id for r in await engine.recent_runs()] == [second.id, first.id]
+    assert [r.id for r in await engine.recent_runs(requester="U1")] == [first.id]
+    latest = await engine.latest_run_in_thread("T1")
+    assert latest is not None
+    assert latest.id == second.id
+    assert await engine.claim_delivery("E1") is True
+    assert await engine.claim_delivery("E1") is False
+    updated = await engine.update_meta(first.id, {"k": None, "ts": "1.2"})
+    assert updated.meta == {"ts": "1.2"}
+    events = await engine.events(first.id)
+    assert events[-1].kind is EventKind.RUN_FINISHED
+    last = await engine.last_event(first.id, {EventKind.RUN_FINISHED, EventKind.RUN_CANCELLED})
+    assert last == events[-1]
+    started = await engine.last_event(first.id, [EventKind.TASK_STARTED])
+    assert started == [e for e in events if e.kind is EventKind.TASK_STARTED][-1]
+    assert await engine.last_event(first.id, [EventKind.RUN_CANCELLED]) is None
+    assert await engine.usage(first.id) == []
+
+
+# -- slots across runs, commits, learned durations ------------------------------------------
+
+
+CHAIN_A = plan(tool("a1"), tool("a2", "a1"), tool("a3", "a2"), summary("as", "a3"))
+FAN_B = plan(tool("b1"), tool("b2"), tool("b3"), summary("bs", "b1", "b2", "b3"))
+
+
+@pytest.mark.parametrize(
+    ("policy", "expected"),
+    [
+        (SlotPolicy.EARLIEST_RUN, ["a1", "a2", "a3", "as", "b1", "b2", "b3", "bs"]),
+        # the old semaphore: a2 queues behind every task b asked for while a1 ran
+        (SlotPolicy.FIFO, ["a1", "b1", "b2", "b3", "a2", "bs", "a3", "as"]),
+    ],
+)
+async def test_free_slots_go_to_the_earliest_run_first(
+    make_engine: MakeEngine, policy: SlotPolicy, expected: list[str]
+) -> None:
+    gate = Gate()
+    engine = await make_engine(gate, max_total_concurrency=1, slot_policy=policy)
+    with engine.bus.subscribe() as events:
+        first = await engine.submit("a", plan=CHAIN_A)
+        await gate.started["a1"].wait()
+        second = await engine.submit("b", plan=FAN_B)
+        # Once b's plan is published its driver has already asked for its slots: the plan's
+        # commit and the tickets are one synchronous stretch of the driver.
+        async for event in events:
+            if event.run_id == second.id and event.kind is EventKind.RUN_PLANNED:
+                break
+    assert engine.slots.waiting == 3
+    for task_id in expected:
+        gate.release(task_id)
+    assert (await engine.wait(first.id)).run.status is RunStatus.SUCCEEDED
+    assert (await engine.wait(second.id)).run.status is RunStatus.SUCCEEDED
+    assert gate.order == expected
+
+
+async def test_the_per_run_limit_still_holds_when_a_run_comes_first(
+    make_engine: MakeEngine,
+) -> None:
+    gate = Gate()
+    engine = await make_engine(gate, max_concurrency=2, max_total_concurrency=3)
+    first = await engine.submit("a", plan=fan_plan(4))
+    await gate.until(lambda: len(gate.running) == 2)
+    second = await engine.submit("b", plan=plan(tool("b1"), summary("bs", "b1")))
+    # the third slot goes to the later run: the earlier one is at its own limit
+    await gate.until(lambda: "b1" in gate.running)
+    assert gate.max_running_by_run[first.id] == 2
+    for task_id in ["t1", "t2", "t3", "t4", "s", "b1", "bs"]:
+        gate.release(task_id)
+    await engine.run_until_idle()
+    assert gate.max_running_by_run[first.id] == 2
+    assert (await engine.view(second.id)).run.status is RunStatus.SUCCEEDED
+
+
+async def test_an_outcome_and_the_starts_it_releases_share_one_commit(
+    make_engine: MakeEngine,
+) -> None:
+    engine = await make_engine(Echo())
+    store = engine.store
+    assert isinstance(store, SqliteStore)
+    before = store.commits
+    await run_plan(engine, chain_plan(10))
+    # created, planned, the first start, one per edge (10), the summary's outcome, finished;
+    # two commits per edge would be 25
+    assert store.commits - before == 15
+
+
+async def test_default_priorities_use_durations_learned_from_history(
+    make_engine: MakeEngine, db_path: Path
+) -> None:
+    history = await make_engine(Echo())
+    await run_plan(
+        history,
+        plan(
+            tool("f", name="x.fast"),
+            tool("s", name="x.slow"),
+            tool("n", name="x.new"),
+            summary("sum", "f", "s", "n"),
+        ),
+    )
+    with sqlite3.connect(db_path) as db:
+        db.execute("UPDATE tasks SET finished_at = started_at + 0.01 WHERE id = 'f'")
+        db.execute("UPDATE tasks SET finished_at = started_at + 4.0 WHERE id = 's'")
+        db.execute("UPDATE tasks SET finished_at = started_at + 0.5 WHERE id = 'n'")
+    echo = Echo()
+    engine = await make_engine(echo, max_concurrency=1)
+    await run_plan(
+        engine,
+        plan(
+            tool("fast", name="x.fast"),
+            tool("slow", name="x.slow"),
+            tool("unknown", name="x.unknown"),
+            summary("sum", "fast", "slow", "unknown"),
+        ),
+    )
+    # slow (4 s learned) before unknown (1 s, the tool weight) before fast (0.01 s learned)
+    assert echo.order == ["slow", "unknown", "fast", "sum"]
+    assert engine.durations.mean("x.slow") is not None
+    assert engine.durations.mean("x.unknown") is not None  # learned from this run too

@@ -37,7 +37,8 @@ from bot.replies import (
 from scheduler.dag.engine import Engine
 from scheduler.dag.executors import PlanRequest, TaskContext
 from scheduler.dag.plan import Plan, PlanTask, TaskKind
-from storage.records import RunRecord, RunStatus
+from scheduler.dag.state import Run
+from storage.records import RunStatus
 from storage.sqlite import SqliteStore
 from tests.fakes.slack_api import FakeSlack, fake_slack_server
 from tests.fakes.slack_requests import SlackSender
@@ -256,7 +257,7 @@ def test_requested_text_names_the_requester_and_quotes_the_goal_safely() -> None
     assert len(requested_text("U1", "z" * 10_000)) < 3_200
 
 
-def _record(run_id: str, **fields: Any) -> RunRecord:
+def _record(run_id: str, **fields: Any) -> Run:
     values: dict[str, Any] = {
         "goal": "a goal",
         "status": RunStatus.RUNNING,
@@ -265,7 +266,7 @@ def _record(run_id: str, **fields: Any) -> RunRecord:
         "requester": "U1",
     }
     values.update(fields)
-    return RunRecord(id=run_id, **values)
+    return Run(id=run_id, **values)
 
 
 def test_list_text() -> None:
@@ -295,7 +296,7 @@ def test_list_text() -> None:
         ("aaa", _record("aaa"), None),
     ],
 )
-def test_cancel_refusal(argument: str, run: RunRecord | None, expected: str | None) -> None:
+def test_cancel_refusal(argument: str, run: Run | None, expected: str | None) -> None:
     refusal = cancel_refusal(argument, run, "U1")
     assert refusal is None if expected is None else expected in (refusal or "")
 
@@ -309,7 +310,7 @@ def test_cancel_refusal(argument: str, run: RunRecord | None, expected: str | No
         (PressKind.CANCEL, _record("r", requester="U1"), None),
     ],
 )
-def test_press_refusal(kind: PressKind, run: RunRecord | None, expected: str | None) -> None:
+def test_press_refusal(kind: PressKind, run: Run | None, expected: str | None) -> None:
     press = Press(kind=kind, run_id="r", user="U1", channel="C1", thread_ts=None)
     refusal = press_refusal(press, run)
     assert refusal is None if expected is None else expected in (refusal or "")
