@@ -31,3 +31,8 @@ bench: install
 	$(BIN)/python -m benchmarks.concurrent_runs
 	$(BIN)/python -m benchmarks.startup
 	$(BIN)/python -m benchmarks.slack_latency
+	$(BIN)/python -m benchmarks.tool_selection
+
+# The pinned runtime dependencies Procfile platforms install; regenerate after changing pyproject.
+requirements.txt: pyproject.toml | $(BIN)/python
+	$(BIN)/python scripts/lock_requirements.py

@@ -1,112 +1,134 @@
-"""The terminal mode: `python -m bot run "<goal>"` and `python -m bot runs [id]`.
+"""`dagbot run "<goal>"`: plan and run a goal in this terminal.
 
-Output goes to stdout: a live board redrawn in place on a terminal, or one line per event when
-stdout is a pipe or a file (so scripts and tests can read it as it happens). Problems that stop a
-command go to stderr as one line, with exit status 2; a run that fails or is cancelled exits 1.
+On a terminal the plan tree is redrawn in place with rich, folded to fit the window; on a pipe or
+a file it is one line per event, as it happens. Problems that stop the command are one line on
+stderr with exit status 2; a failed or cancelled run exits 1, Ctrl-C 130, a closed pipe 141.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
-import logging
-import shutil
+import functools
 import signal
 import sys
 from collections.abc import Callable, Iterator
 from typing import Protocol, TextIO
 
-from bot.cli_render import (
-    render_event,
-    render_outcome,
-    render_plan_tree,
-    render_progress,
-    render_run_details,
-    render_run_tree,
-    render_runs_table,
-)
+from rich.console import Console
+
+from bot.cli_render import render_event, render_outcome, render_plan_tree, render_run_tree
+from bot.live_board import Board
 from bot.runtime import open_runtime
 from bot.settings import ConfigError, Settings, load_settings
+from bot.terminal import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_PIPE_CLOSED,
+    EXIT_RUN_FAILED,
+    EXIT_TERMINATED,
+    prepare_output,
+    silence_stdout,
+    stop,
+)
 from scheduler.dag.engine import Engine
-from scheduler.dag.state import Run, RunView, TaskState
+from scheduler.dag.state import RunView
 from scheduler.errors import SchedulerError
 from storage.errors import StorageError
 from storage.records import Event, EventKind, RunStatus
-from storage.sqlite import open_store
 
-EXIT_OK = 0
-EXIT_RUN_FAILED = 1
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
-USAGE_EXAMPLE = 'python -m bot run "What time is it in Tokyo?"'
+USAGE_EXAMPLE = 'dagbot run "What time is it in Tokyo?"'
+CANCELLING = "Cancelling the run… (press Ctrl-C again to quit at once)"
+
+
+class OutputClosed(Exception):
+    """Whoever read stdout went away (a closed pipe): the run is cancelled, quietly."""
 
 
 def run_goal(goal: str) -> int:
-    """Plan and run one goal here, showing progress; 0 when the run succeeds, 1 when not."""
+    """Plan and run one goal here, showing progress; the exit status says how it went."""
     goal = goal.strip()
     if not goal:
-        return _stop(f"The goal is empty. Say what you want done, e.g. {USAGE_EXAMPLE}")
+        return stop(f"The goal is empty. Say what you want done, e.g. {USAGE_EXAMPLE}")
     try:
         settings = load_settings()
+        settings.require_llm_key()
     except ConfigError as error:
-        return _stop(str(error))
+        return stop(str(error))
     if len(goal) > settings.max_goal_chars:
-        return _stop(
+        return stop(
             f"The goal is {len(goal)} characters long; the limit is {settings.max_goal_chars} "
             "(DAGBOT_MAX_GOAL_CHARS)."
         )
-    _prepare_output()
+    prepare_output()
     display: Display = (
-        BoardDisplay(sys.stdout) if _is_terminal(sys.stdout) else LineDisplay(sys.stdout)
+        LiveDisplay(Console(file=sys.stdout, highlight=False))
+        if sys.stdout.isatty()
+        else LineDisplay(sys.stdout)
     )
     try:
         return asyncio.run(_run_goal(settings, goal, display))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # the second Ctrl-C: quit at once, the run resumes next time
         print("Interrupted.", file=sys.stderr)
         return EXIT_INTERRUPTED
-
-
-def show_runs(run_id: str | None, *, limit: int) -> int:
-    """List recent runs, or show one run (by id or unique id prefix) task by task."""
-    if limit < 1:
-        return _stop("--limit must be at least 1.")
-    try:
-        settings = load_settings()
-    except ConfigError as error:
-        return _stop(str(error))
-    _prepare_output()
-    try:
-        return asyncio.run(_show_runs(settings, run_id, limit))
-    except StorageError as error:
-        return _stop(str(error))
-
-
-# -- running a goal -------------------------------------------------------------------------------
 
 
 async def _run_goal(settings: Settings, goal: str, display: Display) -> int:
     try:
         async with open_runtime(settings) as runtime:
-            view = await follow_run(runtime.engine, goal, display)
-            display.finish(view)  # before the servers are stopped, which can take a moment
+            view, why = await follow_run(runtime.engine, goal, display)
+            if why != "pipe":
+                with contextlib.suppress(OutputClosed):
+                    display.finish(view)  # before the servers are stopped, which takes a moment
     except (ConfigError, SchedulerError, StorageError) as error:
-        return _stop(str(error))
+        return stop(str(error))
+    finally:
+        display.close()
+    if why == "pipe":
+        silence_stdout()
+        return EXIT_PIPE_CLOSED
+    if why == "interrupt":
+        return EXIT_INTERRUPTED
+    if why == "terminate":
+        return EXIT_TERMINATED
     return EXIT_OK if view.run.status is RunStatus.SUCCEEDED else EXIT_RUN_FAILED
 
 
-async def follow_run(engine: Engine, goal: str, display: Display) -> RunView:
-    """Submit the goal, show each event as it is committed, and cancel the run on Ctrl-C."""
+async def follow_run(engine: Engine, goal: str, display: Display) -> tuple[RunView, str | None]:
+    """Submit the goal, show each event as it is committed, cancel the run when told to stop.
+
+    Returns the final view and why the run was stopped from here: "interrupt" (Ctrl-C),
+    "terminate" (SIGTERM), "pipe" (stdout closed), or None.
+    """
     with engine.bus.subscribe() as events:
         run = await engine.submit(goal, meta={"source": "terminal"})
         cancelling: list[asyncio.Task[bool]] = []
+        why: list[str] = []
+        shown = [True]
 
-        def interrupt() -> None:
-            if not cancelling:
-                display.notice("Cancelling the run… (press Ctrl-C again to quit at once)")
-                cancelling.append(
-                    asyncio.create_task(engine.cancel(run.id), name=f"dagbot cancel {run.id}")
+        def cancel(reason: str) -> None:
+            if cancelling:
+                return
+            why.append(reason)
+            if reason == "pipe":
+                shown[0] = False
+            else:
+                show(
+                    lambda: display.notice(
+                        "Cancelling the run… (press Ctrl-C again to quit at once)"
+                    )
                 )
+            cancelling.append(
+                asyncio.create_task(engine.cancel(run.id), name=f"dagbot cancel {run.id}")
+            )
+
+        def show(draw: Callable[[], None]) -> None:
+            if not shown[0]:
+                return
+            try:
+                draw()
+            except OutputClosed:
+                cancel("pipe")
 
         async def close_when_done() -> None:
             await engine.wait(run.id)
@@ -114,32 +136,35 @@ async def follow_run(engine: Engine, goal: str, display: Display) -> RunView:
                 await cancelling[0]  # its events are published after the run stops
             events.close()
 
-        with _on_interrupt(interrupt):
+        with _on_signals(
+            interrupt=lambda: cancel("interrupt"), terminate=lambda: cancel("terminate")
+        ):
             closer = asyncio.create_task(close_when_done(), name=f"dagbot follow {run.id}")
             try:
                 async for event in events:
-                    if event.run_id == run.id:
-                        display.update(event, await engine.view(run.id))
+                    if event.run_id == run.id and shown[0]:
+                        view = await engine.view(run.id)
+                        show(functools.partial(display.update, event, view))
             finally:
                 if not closer.done():
                     closer.cancel()
                 await asyncio.wait([closer])
         if not closer.cancelled() and (error := closer.exception()) is not None:
             raise error
-    return await engine.view(run.id)
+    return await engine.view(run.id), (why[0] if why else None)
 
 
 @contextlib.contextmanager
-def _on_interrupt(handler: Callable[[], None]) -> Iterator[None]:
-    """The first Ctrl-C (or SIGTERM) calls `handler`; a second Ctrl-C interrupts as usual."""
+def _on_signals(*, interrupt: Callable[[], None], terminate: Callable[[], None]) -> Iterator[None]:
+    """The first Ctrl-C calls `interrupt`, SIGTERM `terminate`; a second Ctrl-C interrupts."""
     loop = asyncio.get_running_loop()
 
     def first() -> None:
         loop.remove_signal_handler(signal.SIGINT)  # the next Ctrl-C raises KeyboardInterrupt
-        handler()
+        interrupt()
 
     loop.add_signal_handler(signal.SIGINT, first)
-    loop.add_signal_handler(signal.SIGTERM, handler)
+    loop.add_signal_handler(signal.SIGTERM, terminate)
     try:
         yield
     finally:
@@ -148,11 +173,16 @@ def _on_interrupt(handler: Callable[[], None]) -> Iterator[None]:
 
 
 class Display(Protocol):
+    """Where progress goes; each method raises OutputClosed once nobody reads it any more."""
+
     def update(self, event: Event, view: RunView) -> None: ...
 
     def notice(self, text: str) -> None: ...
 
     def finish(self, view: RunView) -> None: ...
+
+    def close(self) -> None:
+        """Give the terminal back as it was (whatever happened)."""
 
 
 class LineDisplay:
@@ -174,82 +204,59 @@ class LineDisplay:
     def finish(self, view: RunView) -> None:
         self._write("\n" + render_outcome(view))
 
+    def close(self) -> None:
+        pass
+
     def _write(self, text: str) -> None:
-        print(text, file=self._out, flush=True)
+        try:
+            print(text, file=self._out, flush=True)
+        except BrokenPipeError:
+            raise OutputClosed from None
 
 
-class BoardDisplay:
-    """The plan tree with live statuses, redrawn in place after every event."""
+class LiveDisplay:
+    """The plan tree with live statuses, redrawn in place (rich Live) and folded to fit the
+    window; once the run ends, the whole tree and the outcome are printed below for good."""
 
-    def __init__(self, out: TextIO) -> None:
-        self._out = out
-        self._drawn = 0
+    def __init__(self, console: Console) -> None:
+        from rich.live import Live  # only a terminal needs it
+
+        self._console = console
+        self._live = Live(
+            console=console,
+            auto_refresh=False,  # redrawn on each event: no thread
+            transient=True,
+            vertical_overflow="crop",
+            redirect_stdout=False,
+            redirect_stderr=True,  # warnings are printed above the board, not through it
+        )
 
     def update(self, event: Event, view: RunView) -> None:
-        self._draw(render_run_tree(view) + "\n" + render_progress(view))
+        with _pipe_closed():
+            if not self._live.is_started:
+                self._live.start()
+            self._live.update(Board(view), refresh=True)
 
     def notice(self, text: str) -> None:
-        self._drawn = 0  # keep the notice: the next board is drawn below it
-        print(f"\n{text}", file=self._out, flush=True)
+        with _pipe_closed():
+            self._console.print(text, markup=False)
 
     def finish(self, view: RunView) -> None:
-        self._draw(render_run_tree(view) + "\n" + render_progress(view))
-        print("\n" + render_outcome(view), file=self._out, flush=True)
+        with _pipe_closed():
+            self._live.stop()
+            self._console.print(render_run_tree(view), markup=False, highlight=False)
+            self._console.print(Board.progress(view), markup=False)
+            self._console.print("\n" + render_outcome(view), markup=False)
 
-    def _draw(self, board: str) -> None:
-        width = max(20, shutil.get_terminal_size().columns - 1)
-        # Lines that wrapped would break the count of lines to move up over.
-        lines = [
-            line if len(line) <= width else line[: width - 1] + "…" for line in board.split("\n")
-        ]
-        erase = f"\x1b[{self._drawn}F\x1b[J" if self._drawn else ""
-        self._out.write(erase + "\n".join(lines) + "\n")
-        self._out.flush()
-        self._drawn = len(lines)
+    def close(self) -> None:
+        if self._live.is_started:
+            with contextlib.suppress(BrokenPipeError):
+                self._live.stop()
 
 
-# -- showing runs ---------------------------------------------------------------------------------
-
-
-async def _show_runs(settings: Settings, run_id: str | None, limit: int) -> int:
-    store = await open_store(settings.database_url)
+@contextlib.contextmanager
+def _pipe_closed() -> Iterator[None]:
     try:
-        if run_id is None:
-            print(render_runs_table(await store.recent_runs(limit=limit)))
-            return EXIT_OK
-        record = await store.find_run(run_id)
-        if record is None:
-            print(
-                f"No run matches {run_id!r} (or the prefix matches more than one run). "
-                "List runs with: python -m bot runs",
-                file=sys.stderr,
-            )
-            return EXIT_RUN_FAILED
-        view = RunView(
-            run=Run.from_record(record),
-            tasks=tuple(TaskState.from_record(t) for t in await store.get_tasks(record.id)),
-        )
-        print(render_run_details(view, await store.usage(record.id)))
-        return EXIT_OK
-    finally:
-        await store.close()
-
-
-# -- plumbing -------------------------------------------------------------------------------------
-
-
-def _stop(message: str) -> int:
-    print(message, file=sys.stderr)
-    return EXIT_USAGE
-
-
-def _is_terminal(out: TextIO) -> bool:
-    return out.isatty()
-
-
-def _prepare_output() -> None:
-    # A terminal or pipe that cannot encode the status marks gets "?" instead of a crash.
-    for stream in (sys.stdout, sys.stderr):
-        if isinstance(stream, io.TextIOWrapper):
-            stream.reconfigure(errors="replace")
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        yield
+    except BrokenPipeError:
+        raise OutputClosed from None

@@ -8,7 +8,7 @@ from datetime import datetime, tzinfo
 
 from scheduler.dag.plan import Plan, PlanTask, TaskKind
 from scheduler.dag.state import RunView, TaskState
-from storage.records import Event, EventKind, RunRecord, RunStatus, TaskStatus, UsageTotal
+from storage.records import Event, EventKind, RunRecord, RunStatus, TaskStatus
 
 MARK = {
     TaskStatus.PENDING: "○",
@@ -250,7 +250,7 @@ def render_outcome(view: RunView) -> str:
 def render_runs_table(runs: Sequence[RunRecord], tz: tzinfo | None = None) -> str:
     """Recent runs, newest first: id, status, when, goal."""
     if not runs:
-        return 'No runs yet. Start one with: python -m bot run "<goal>"'
+        return 'No runs yet. Start one with: dagbot run "<goal>"'
     rows = [("ID", "STATUS", "STARTED", "GOAL")] + [
         (run.id, run.status.value, format_when(run.created_at, tz), one_line(run.goal, GOAL_CHARS))
         for run in runs
@@ -262,64 +262,3 @@ def render_runs_table(runs: Sequence[RunRecord], tz: tzinfo | None = None) -> st
         + row[3]
         for row in rows
     )
-
-
-def render_run_details(view: RunView, usage: Sequence[UsageTotal], tz: tzinfo | None = None) -> str:
-    """One run: its goal and plan, then each task's timing, attempts, tokens, output or error."""
-    run = view.run
-    took = (
-        f" · took {format_duration(run.updated_at - run.created_at)}" if run.status.finished else ""
-    )
-    lines = [
-        f"Run {run.id} · {run.status.value} · started {format_when(run.created_at, tz)}{took}",
-        f"Goal: {run.goal}",
-    ]
-    if run.requester:
-        lines.append(f"Requested by: {run.requester}")
-    if run.plan is not None:
-        lines.append(f"Plan: {run.plan.title}")
-    if run.error:
-        lines.append(f"Error: {run.error}")
-    planner = _tokens([u for u in usage if u.task_id is None])
-    if planner:
-        lines.append(f"Planning: {planner}")
-    for task in view.tasks:
-        lines.append("")
-        lines.append(f"{MARK[task.status]} {task_label(task.spec)}")
-        facts = [task.status.value, f"{task.attempts} attempt{'s' if task.attempts != 1 else ''}"]
-        if task.started_at and task.finished_at:
-            facts.append(format_duration(task.finished_at - task.started_at))
-        if task.spec.deps:
-            facts.append("after " + ", ".join(task.spec.deps))
-        tokens = _tokens([u for u in usage if u.task_id == task.id])
-        if tokens:
-            facts.append(tokens)
-        lines.append("    " + " · ".join(facts))
-        if task.output:
-            lines.append(_indented("output: ", truncate(task.output.strip(), OUTPUT_CHARS)))
-        if task.error:
-            lines.append(_indented("error: ", truncate(task.error.strip(), OUTPUT_CHARS)))
-    total = _tokens(list(usage))
-    if total:
-        lines.append("")
-        lines.append(f"Tokens in all: {total}")
-    return "\n".join(lines)
-
-
-def _tokens(usage: Sequence[UsageTotal]) -> str:
-    if not usage:
-        return ""
-    prompt = sum(u.prompt_tokens for u in usage)
-    completion = sum(u.completion_tokens for u in usage)
-    calls = sum(u.calls for u in usage)
-    models = ", ".join(sorted({u.model for u in usage}))
-    return (
-        f"{prompt + completion} tokens ({prompt} prompt + {completion} completion, "
-        f"{calls} call{'s' if calls != 1 else ''}, {models})"
-    )
-
-
-def _indented(head: str, text: str) -> str:
-    pad = " " * (4 + len(head))
-    first, *rest = text.splitlines() or [""]
-    return "\n".join([f"    {head}{first}", *(f"{pad}{line}" for line in rest)])

@@ -12,6 +12,7 @@ from scheduler.dag.plan import TaskKind
 from scheduler.planning.llm import LLM
 from scheduler.planning.llm_steps import LlmExecutor, SummaryExecutor
 from scheduler.planning.planner import LLMPlanner
+from scheduler.planning.shortlist import Budget
 from scheduler.tools.tool_step import ToolExecutor
 from scheduler.tools.toolbox import Toolbox, load_mcp_config
 from storage.sqlite import SqliteStore, open_store
@@ -41,7 +42,15 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
                     TaskKind.LLM: LlmExecutor(llm),
                     TaskKind.SUMMARY: SummaryExecutor(llm),
                 },
-                planner=LLMPlanner(llm, toolbox, max_tasks=settings.max_tasks),
+                planner=LLMPlanner(
+                    llm,
+                    toolbox,
+                    max_tasks=settings.max_tasks,
+                    budget=Budget(
+                        max_tools=settings.planner_max_tools,
+                        max_tokens=settings.planner_max_tool_tokens,
+                    ),
+                ),
                 config=EngineConfig(
                     max_concurrency=settings.max_concurrency,
                     max_total_concurrency=settings.max_total_concurrency,

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -29,6 +29,7 @@ from bot.publisher import SlackPublisher
 from bot.runtime import Runtime, open_runtime
 from bot.settings import ConfigError, Settings, load_settings
 from bot.slack_client import make_client
+from bot.startup_checks import check_slack_tokens
 from scheduler.dag.engine import Engine
 from scheduler.errors import SchedulerError
 from storage.errors import StorageError
@@ -72,6 +73,7 @@ def _check_settings(settings: Settings) -> None:
     settings.require("SLACK_BOT_TOKEN")
     if not _secret(settings.slack_app_token):
         settings.require("SLACK_SIGNING_SECRET")
+    settings.require_llm_key()
 
 
 @asynccontextmanager
@@ -135,65 +137,153 @@ def http_app(app: AsyncApp) -> web.Application:
 async def serve_http(
     settings: Settings,
     *,
-    host: str = "0.0.0.0",
+    host: str | None = None,
     port: int | None = None,
     update_interval: float = UPDATE_INTERVAL,
 ) -> AsyncIterator[HttpBot]:
-    """Run the bot over HTTP on `port` (default PORT; 0 picks a free one) for the block."""
+    """Run the bot over HTTP on `host` and `port` (default DAGBOT_HOST and PORT; port 0 picks a
+    free one) for the block."""
     async with running_bot(settings, update_interval=update_interval) as bot:
         runner = web.AppRunner(http_app(bot.app), access_log=None)
         await runner.setup()
         try:
             chosen = settings.port if port is None else port
-            site = web.TCPSite(runner, host, chosen)
+            bind = settings.host if host is None else host
+            site = web.TCPSite(runner, bind, chosen)
             try:
                 await site.start()
             except OSError as error:
                 raise ConfigError(
-                    f"PORT {chosen}: cannot listen there ({error.strerror})."
+                    f"DAGBOT_HOST {bind}, PORT {chosen}: cannot listen there "
+                    f"({error.strerror or error})."
                 ) from None
             bound_host, bound_port = runner.addresses[0][:2]
-            shown_host = "127.0.0.1" if bound_host in ("0.0.0.0", "::") else bound_host
-            base_url = f"http://{shown_host}:{bound_port}"
-            log.info("listening on %s%s", base_url, EVENTS_PATH)
-            yield HttpBot(bot=bot, base_url=base_url)
+            # What the socket is bound to, as it is: 0.0.0.0 means every interface.
+            log.info(
+                "listening on %s%s%s",
+                url_of(bound_host, bound_port),
+                EVENTS_PATH,
+                " (every interface)" if bound_host in ("0.0.0.0", "::") else "",
+            )
+            # Where a client on this machine reaches it (tests post there).
+            local = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(bound_host, bound_host)
+            yield HttpBot(bot=bot, base_url=url_of(local, bound_port))
         finally:
             await runner.cleanup()
 
 
+def url_of(host: str, port: int) -> str:
+    """`http://host:port`, with an IPv6 address in brackets."""
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+class _OneLine(logging.Filter):
+    """slack_sdk logs each failed Socket Mode connect with its whole traceback, every ping
+    interval: keep the message (it names the error) and drop the traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.exc_info = None
+        record.exc_text = None
+        return True
+
+
+def _socket_mode_logger() -> logging.Logger:
+    logger = logging.getLogger("dagbot.socket_mode")
+    if not any(isinstance(f, _OneLine) for f in logger.filters):
+        logger.addFilter(_OneLine())
+    return logger
+
+
 @asynccontextmanager
 async def serve_socket_mode(
-    settings: Settings, *, update_interval: float = UPDATE_INTERVAL
+    settings: Settings,
+    *,
+    update_interval: float = UPDATE_INTERVAL,
+    before_connect: Awaitable[None] | None = None,
 ) -> AsyncIterator[Bot]:
-    """Run the bot connected by Socket Mode (SLACK_APP_TOKEN) for the block."""
+    """Run the bot connected by Socket Mode (SLACK_APP_TOKEN) for the block.
+
+    The connection is made, and remade, in the background: the block starts at once, and leaving
+    it stops whatever the connection is doing (connecting, retrying, connected) at once.
+    `before_connect`: wait for this first (the token check), and do not connect if it fails.
+    """
     async with running_bot(settings, update_interval=update_interval) as bot:
         handler = AsyncSocketModeHandler(
-            bot.app, _secret(settings.slack_app_token), web_client=bot.client
+            bot.app,
+            _secret(settings.slack_app_token),
+            web_client=bot.client,
+            logger=_socket_mode_logger(),
         )
-        await handler.connect_async()  # type: ignore[no-untyped-call]  # bolt leaves it bare
-        log.info("connected to Slack by Socket Mode")
+
+        async def connect() -> None:
+            if before_connect is not None:
+                try:
+                    await before_connect
+                except Exception:  # reported by whoever started the check
+                    return
+            # slack_sdk's loop: retries every ping interval until connected, then reconnects.
+            await handler.connect_async()  # type: ignore[no-untyped-call]  # bolt leaves it bare
+            log.info("connected to Slack by Socket Mode")
+
+        connecting = asyncio.create_task(connect(), name="dagbot socket mode connect")
         try:
             yield bot
         finally:
+            connecting.cancel()
+            await asyncio.wait([connecting])
             await handler.close_async()  # type: ignore[no-untyped-call]
 
 
 async def _serve_until_stopped(settings: Settings) -> None:
+    """Serve until SIGTERM or Ctrl-C; either stops start-up too, whatever it is waiting on."""
     stop = asyncio.Event()
+    started = asyncio.Event()
+    serving = asyncio.create_task(_serve(settings, stop, started), name="dagbot serve")
+
+    def on_signal() -> None:
+        stop.set()
+        if not started.is_set():
+            serving.cancel()  # still starting: nothing to finish, unwind at once
+
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signum, on_signal)
     try:
-        if _secret(settings.slack_app_token):
-            async with serve_socket_mode(settings) as bot:
-                await _until_stopped(stop, bot.runtime.engine)
-        else:
-            async with serve_http(settings) as http:
-                await _until_stopped(stop, http.bot.runtime.engine)
-        log.info("stopped; unfinished runs resume on the next start")
+        await serving
+    except asyncio.CancelledError:
+        if not stop.is_set():
+            raise
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
+    log.info("stopped; unfinished runs resume on the next start")
+
+
+async def _serve(settings: Settings, stop: asyncio.Event, started: asyncio.Event) -> None:
+    # The tokens are checked while the rest starts; a refused one stops start-up, a Slack that
+    # cannot be reached does not.
+    tokens = asyncio.create_task(
+        check_slack_tokens(
+            _secret(settings.slack_bot_token),
+            _secret(settings.slack_app_token) or None,
+            settings.slack_api_url,
+        ),
+        name="dagbot token check",
+    )
+    try:
+        if _secret(settings.slack_app_token):
+            async with serve_socket_mode(settings, before_connect=tokens) as bot:
+                await tokens
+                started.set()
+                await _until_stopped(stop, bot.runtime.engine)
+        else:
+            async with serve_http(settings) as http:
+                await tokens
+                started.set()
+                await _until_stopped(stop, http.bot.runtime.engine)
+    finally:
+        tokens.cancel()
+        await asyncio.wait([tokens])
 
 
 async def _until_stopped(stop: asyncio.Event, engine: Engine) -> None:
@@ -221,7 +311,7 @@ def serve() -> int:
         _check_settings(settings)
         asyncio.run(_serve_until_stopped(settings))
     except (ConfigError, SchedulerError, StorageError) as error:
-        # Start-up problems (settings, the MCP servers file, the database): one line, no trace.
+        # Start-up problems (settings, tokens, the MCP servers file, the database): one line.
         print(error, file=sys.stderr)
         return 2
     return 0

@@ -9,6 +9,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from scheduler.dag.plan import TaskKind
 from scheduler.dag.retry import PLANNING, RetryPolicies, RetryPolicy
+from scheduler.planning.shortlist import DEFAULT_MAX_TOOL_TOKENS, DEFAULT_MAX_TOOLS
 
 DEFAULT_MODEL = "gpt-5-mini"
 
@@ -27,6 +28,7 @@ class Settings(BaseSettings):
     slack_signing_secret: SecretStr | None = Field(default=None, alias="SLACK_SIGNING_SECRET")
     slack_api_url: str | None = Field(default=None, alias="SLACK_API_URL")
     port: int = Field(default=3000, ge=1, le=65535, alias="PORT")
+    host: str = Field(default="0.0.0.0", min_length=1, alias="DAGBOT_HOST")
 
     openai_api_key: SecretStr | None = Field(default=None, alias="OPENAI_API_KEY")
     openai_base_url: str | None = Field(default=None, alias="OPENAI_BASE_URL")
@@ -69,6 +71,13 @@ class Settings(BaseSettings):
             overrides={key: policy(attempts) for key, attempts in overrides.items()},
         )
 
+    planner_max_tools: int = Field(
+        default=DEFAULT_MAX_TOOLS, ge=1, le=1000, alias="DAGBOT_PLANNER_MAX_TOOLS"
+    )
+    planner_max_tool_tokens: int = Field(
+        default=DEFAULT_MAX_TOOL_TOKENS, ge=100, alias="DAGBOT_PLANNER_MAX_TOOL_TOKENS"
+    )
+
     def mcp_config_path(self) -> Path | None:
         """DAGBOT_MCP_CONFIG, else ./mcp.json when it exists, else None (no tools)."""
         if self.mcp_config is not None:
@@ -85,6 +94,16 @@ class Settings(BaseSettings):
                 value = value.get_secret_value()
             if not value:
                 raise ConfigError(f"{variable} is not set; it is required to run this command.")
+
+    def require_llm_key(self) -> None:
+        """OPENAI_API_KEY is needed against OpenAI itself; with OPENAI_BASE_URL it is optional,
+        since local OpenAI-compatible servers (Ollama, vLLM, llama.cpp) usually take none."""
+        key = self.openai_api_key.get_secret_value() if self.openai_api_key else ""
+        if not key and not self.openai_base_url:
+            raise ConfigError(
+                "OPENAI_API_KEY is not set: set it to use OpenAI, or set OPENAI_BASE_URL to use "
+                "an OpenAI-compatible server."
+            )
 
 
 RETRY_KEYS = (*(kind.value for kind in TaskKind), PLANNING)

@@ -13,6 +13,8 @@ class ToolSpec:
     name: str
     description: str = ""
     input_schema: dict[str, Any] = field(default_factory=lambda: {"type": "object"})
+    output_schema: dict[str, Any] | None = None
+    """The tool's `outputSchema`, when it declares one: validation reads the type of its output."""
 
 
 Catalogue = dict[str, ToolSpec]

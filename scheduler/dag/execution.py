@@ -193,8 +193,14 @@ class Execution:
         return True
 
     def _start(self, task_id: str) -> asyncio.Future[Event]:
+        sent = self._substituted(self.states[task_id].spec)
         return self._transition(
-            task_id, EventKind.TASK_STARTED, TaskStatus.RUNNING, new_attempt=True
+            task_id,
+            EventKind.TASK_STARTED,
+            TaskStatus.RUNNING,
+            new_attempt=True,
+            # What this attempt is sent, after substitution: `runs <id>` shows it.
+            data={"args": sent.args} if sent.args else None,
         )
 
     async def _task_main(self, task_id: str) -> None:
@@ -258,11 +264,12 @@ class Execution:
             # crash has really been started, and its attempt counted.
             await asyncio.shield(start if start is not None else self._start(task_id))
             start = None
+            sent = self._substituted(self.states[task_id].spec)
             state = self.states[task_id]
             context = TaskContext(
                 run_id=self.run_id,
                 goal=self.goal,
-                task=self._substituted(state.spec),
+                task=sent,
                 attempt=state.attempts,
                 results=self.results,
                 record_usage=self.usage_sink(self.run_id, task_id),

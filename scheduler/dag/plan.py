@@ -1,4 +1,4 @@
-"""The plan format (see DESIGN.md): what the planner produces and the engine runs."""
+"""The plan format, defined here: what the planner produces and the engine runs."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 REFERENCE = re.compile(r"\{\{\s*([A-Za-z0-9_.-]+)\s*\}\}")
@@ -21,6 +21,28 @@ def references_in(value: Any) -> set[str]:
         for item in value:
             found |= references_in(item)
     return found
+
+
+def exact_reference(value: Any) -> str | None:
+    """The task id when `value` is a string that is exactly one `{{id}}` (spaces aside)."""
+    if not isinstance(value, str):
+        return None
+    match = REFERENCE.fullmatch(value.strip())
+    return match.group(1) if match else None
+
+
+def string_positions(
+    value: Any, path: tuple[str | int, ...] = ()
+) -> Iterator[tuple[tuple[str | int, ...], str]]:
+    """Every string inside `value` (dict values and list items, recursively) with its path."""
+    if isinstance(value, str):
+        yield path, value
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            yield from string_positions(item, (*path, str(key)))
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            yield from string_positions(item, (*path, index))
 
 
 def substitute(value: Any, outputs: Mapping[str, str]) -> Any:

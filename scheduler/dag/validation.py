@@ -6,15 +6,13 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError
-from referencing.exceptions import Unresolvable
-
 from scheduler.dag.catalogue import ToolSpec
 from scheduler.dag.graph import ancestors, find_cycle
 from scheduler.dag.kinds import KINDS, Needs, rules
 from scheduler.dag.plan import Plan, PlanTask
 from scheduler.dag.refs import REFERENCE, references_in
+from scheduler.dag.schemas import BrokenSchema, schema_errors
+from scheduler.dag.typed_refs import reference_type_problems
 
 DEFAULT_MAX_TASKS = 50
 
@@ -58,8 +56,9 @@ def validate_plan(
                 "keep exactly one."
             )
 
+    by_id = {task.id: task for task in tasks}
     for task in tasks:
-        problems.extend(_task_problems(task, ids, catalogue))
+        problems.extend(_task_problems(task, ids, catalogue, by_id))
 
     deps = {task.id: [d for d in task.deps if d in ids] for task in tasks}
     cycle = find_cycle(deps)
@@ -82,7 +81,10 @@ def validate_plan(
 
 
 def _task_problems(
-    task: PlanTask, ids: set[str], catalogue: Mapping[str, ToolSpec] | None
+    task: PlanTask,
+    ids: set[str],
+    catalogue: Mapping[str, ToolSpec] | None,
+    tasks: Mapping[str, PlanTask],
 ) -> list[str]:
     problems: list[str] = []
     unknown_deps = sorted(set(task.deps) - ids)
@@ -110,6 +112,7 @@ def _task_problems(
                 )
             else:
                 problems.extend(_argument_problems(task, spec))
+                problems.extend(reference_type_problems(task, spec, tasks, catalogue))
     else:
         if needs is Needs.PROMPT and not (task.prompt or "").strip():
             problems.append(f"Task {task.id!r} is an {task.kind} task but has no prompt.")
@@ -122,10 +125,9 @@ def _task_problems(
 
 def _argument_problems(task: PlanTask, spec: ToolSpec) -> list[str]:
     try:
-        Draft202012Validator.check_schema(spec.input_schema)
-        errors = list(Draft202012Validator(spec.input_schema).iter_errors(task.args))
-    except (SchemaError, Unresolvable):
-        return []  # a server's broken schema is not the plan's fault
+        errors = schema_errors(spec.input_schema, task.args)
+    except BrokenSchema:
+        return []  # a server's broken schema is not the plan's fault (the planner reports it)
     problems: list[str] = []
     for error in errors:
         if _holds_reference(error.instance):

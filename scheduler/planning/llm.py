@@ -14,7 +14,7 @@ from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 import openai
-from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
+from openai.types.chat import ChatCompletion, ChatCompletionMessage, ChatCompletionMessageParam
 from openai.types.shared_params import ResponseFormatJSONSchema
 from pydantic import SecretStr
 
@@ -66,6 +66,8 @@ class Completion:
     model: str
     prompt_tokens: int
     completion_tokens: int
+    tool_calls: tuple[str, ...] = ()
+    """Tools the model called instead of answering (some servers offer tools regardless)."""
 
     @property
     def truncated(self) -> bool:
@@ -206,6 +208,14 @@ class LLM:
             raise task_error(
                 error, timeout=self.timeout, base_url=self.base_url, secrets=self._secrets
             ) from None
+        if not isinstance(response, ChatCompletion):
+            # The SDK hands back the body as it came when it is not JSON (an HTML page from a
+            # proxy, or a base URL that is a website rather than an API).
+            raise TaskError(
+                f"The language model at {public_url(self.base_url)} did not answer with a chat "
+                f"completion (the answer began {_preview(response)!r}); check OPENAI_BASE_URL.",
+                retryable=False,
+            )
         completion = completion_from(response, model=self.model)
         await usage(completion.model, completion.prompt_tokens, completion.completion_tokens)
         return completion
@@ -232,7 +242,19 @@ def completion_from(response: ChatCompletion, *, model: str) -> Completion:
         model=response.model or model,
         prompt_tokens=prompt_tokens,
         completion_tokens=completion_tokens,
+        tool_calls=tool_call_names(choice.message),
     )
+
+
+def tool_call_names(message: ChatCompletionMessage) -> tuple[str, ...]:
+    """The tools a message calls: function and custom tool calls, and the legacy function_call."""
+    names = [
+        call.function.name if call.type == "function" else call.custom.name
+        for call in message.tool_calls or ()
+    ]
+    if message.function_call is not None:
+        names.append(message.function_call.name)
+    return tuple(names)
 
 
 def task_error(
@@ -303,6 +325,11 @@ def public_url(url: str) -> str:
     host = parts.hostname or ""
     netloc = f"{host}:{parts.port}" if parts.port else host
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def _preview(answer: object, limit: int = 60) -> str:
+    text = " ".join(str(answer).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _wire(message: Message) -> ChatCompletionMessageParam:

@@ -43,11 +43,24 @@ def answer_text(completion: Completion) -> str:
     if completion.refusal:
         raise TaskError(f"The model declined this step: {completion.refusal.strip()}")
     content = (completion.content or "").strip()
+    if completion.tool_calls and not content:
+        # Asking again gets the same answer: the model (or its server's chat template) wants a
+        # tool, and llm steps offer none. Tool calls belong in `tool` tasks of the plan.
+        raise TaskError(tool_call_message(completion.tool_calls))
     if not content:
         if completion.truncated:
             raise TaskError("The model used its whole output limit without answering.")
         raise TaskError("The model returned an empty answer.", retryable=True)
     return content + CUT_OFF_MARKER if completion.truncated else content
+
+
+def tool_call_message(names: Sequence[str]) -> str:
+    """What a step (or the planner) says when the model called a tool instead of answering."""
+    called = ", ".join(sorted(set(names)))
+    return (
+        f"The model answered with a tool call ({called}) instead of text; llm steps cannot call "
+        "tools. Plan the call as a tool task, or use a model or server that answers in text."
+    )
 
 
 def mark_references(prompt: str) -> tuple[str, list[str]]:

@@ -18,14 +18,19 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from scheduler.dag.catalogue import ToolSpec
 from scheduler.dag.executors import PlanRequest
 from scheduler.dag.plan import Plan, TaskKind
+from scheduler.dag.schemas import schema_problem
 from scheduler.dag.validation import DEFAULT_MAX_TASKS, validate_plan
 from scheduler.errors import PlanningFailed, TaskError
 from scheduler.planning.llm import LLM, Completion, Message
 from scheduler.planning.prompts import planner_messages, repair_message, truncate
+from scheduler.planning.shortlist import Budget, shortlist, with_tools
 
 log = logging.getLogger(__name__)
 
 MAX_REPAIRS = 2
+MAX_ENUM_NAMES = 250
+"""Past this many tools the response schema stops listing tool names (very long enums break some
+providers' structured output); validation still checks every name."""
 SCHEMA_NAME = "dagbot_plan"
 _ECHO_BUDGET = 2_000
 """Characters of a rejected answer echoed back in the repair conversation."""
@@ -63,6 +68,8 @@ def plan_schema(tool_names: list[str]) -> dict[str, Any]:
     """The strict JSON schema of the wire format; `tool` is limited to the known tool names."""
     tool: dict[str, Any] = (
         {"type": ["string", "null"], "enum": [*sorted(tool_names), None]}
+        if 0 < len(tool_names) <= MAX_ENUM_NAMES
+        else {"type": ["string", "null"]}
         if tool_names
         else {"type": "null"}
     )
@@ -132,6 +139,12 @@ def parse_answer(
         return [
             "The answer was cut off at the output length limit before the plan was complete; "
             "a smaller plan is needed (fewer tasks, shorter titles and prompts)."
+        ]
+    if not content and completion.tool_calls:
+        return [
+            f"The answer was a tool call ({', '.join(sorted(set(completion.tool_calls)))}) "
+            "instead of the plan. Tools are not called while planning: put each call in a tool "
+            "task of the plan, and return the plan as one JSON object."
         ]
     if not content:
         return ["The answer was empty; the plan must be returned as one JSON object."]
@@ -224,6 +237,22 @@ def _task_id_at(raw: Any, index: int) -> str | None:
     return None
 
 
+def named_tools(completion: Completion) -> set[str]:
+    """The tool names an answer's tasks give, read as leniently as possible (for repairs)."""
+    try:
+        raw = json.loads(completion.content or "")
+    except json.JSONDecodeError:
+        return set()
+    tasks = raw.get("tasks") if isinstance(raw, dict) else None
+    if not isinstance(tasks, list):
+        return set()
+    return {
+        task["tool"]
+        for task in tasks
+        if isinstance(task, dict) and isinstance(task.get("tool"), str)
+    }
+
+
 def failure_message(problems: list[str], attempts: int) -> str:
     """What the user reads when no valid plan came out."""
     listed = "\n".join(f"- {problem}" for problem in problems)
@@ -243,20 +272,42 @@ class LLMPlanner:
         *,
         max_tasks: int = DEFAULT_MAX_TASKS,
         max_repairs: int = MAX_REPAIRS,
+        budget: Budget | None = None,
     ) -> None:
         self._llm = llm
         self._toolbox = toolbox
         self._max_tasks = max_tasks
         self._max_repairs = max_repairs
+        self._budget = budget or Budget()
+        self._reported_schemas: set[str] = set()
 
     async def __call__(self, request: PlanRequest) -> Plan:
-        """Return a valid plan for the request's goal, or raise PlanningFailed for the user."""
+        """Return a valid plan for the request's goal, or raise PlanningFailed for the user.
+
+        Above the catalogue budget the model is shown a shortlist of the tools most relevant to
+        the goal and the thread's earlier goals, plus the other tools' names; plans are checked
+        against the whole catalogue, and a repair shows in full any tool the answer named from
+        outside the shortlist.
+        """
         catalogue = dict(await self._toolbox.catalogue())
+        self._report_broken_schemas(catalogue)
+        offered = shortlist(
+            catalogue,
+            goal=request.goal,
+            earlier_goals=[earlier.goal for earlier in request.history],
+            budget=self._budget,
+        )
+        if not offered.complete:
+            log.info(
+                "planning run %s with a shortlist of %d of %d tools",
+                request.run_id, len(offered.shown), len(catalogue),
+            )  # fmt: skip
         schema = plan_schema(list(catalogue))
         messages = planner_messages(
             goal=request.goal,
             history=request.history,
-            catalogue=catalogue,
+            catalogue=offered.shown,
+            hidden=offered.hidden,
             max_tasks=self._max_tasks,
         )
         attempts = self._max_repairs + 1
@@ -283,5 +334,22 @@ class LLMPlanner:
             echo = completion.content or completion.refusal or ""
             if echo:
                 messages.append(Message(role="assistant", content=truncate(echo, _ECHO_BUDGET)))
-            messages.append(repair_message(problems))
+            added = sorted(named_tools(completion) & set(offered.hidden))
+            offered = with_tools(offered, catalogue, added)
+            messages.append(repair_message(problems, {name: catalogue[name] for name in added}))
         raise PlanningFailed(failure_message(problems, attempts))
+
+    def _report_broken_schemas(self, catalogue: Mapping[str, ToolSpec]) -> None:
+        """Log, once per tool, an input schema that cannot check arguments (planning goes on)."""
+        for name, spec in catalogue.items():
+            if name in self._reported_schemas:
+                continue
+            problem = schema_problem(spec.input_schema)
+            if problem is not None:
+                self._reported_schemas.add(name)
+                log.warning(
+                    "The input schema of tool %s is not a valid JSON Schema (%s); its arguments "
+                    "are not checked before it is called.",
+                    name,
+                    problem,
+                )

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -67,6 +69,22 @@ class HttpServer(BaseModel):
         parts = urlsplit(self.url)
         port = f":{parts.port}" if parts.port else ""
         return f"{parts.scheme}://{parts.hostname}{port}{parts.path}"
+
+
+def resolve_command(command: str, bin_dir: Path | None = None) -> str:
+    """A bare command found beside the running interpreter (its venv's `bin`), else unchanged.
+
+    Servers installed with dagbot (`mcp-server-time`) live in the same environment as dagbot,
+    which is often not on PATH (`.venv/bin/python -m bot`); commands with a path, or not there,
+    are left for the usual PATH lookup.
+    """
+    if os.sep in command or (os.altsep and os.altsep in command):
+        return command
+    # The interpreter's own directory, not its resolved target: a venv's python is a symlink.
+    candidate = (bin_dir or Path(sys.executable).parent) / command
+    if candidate.is_file() and os.access(candidate, os.X_OK):
+        return str(candidate)
+    return command
 
 
 def _server_kind(value: Any) -> str:

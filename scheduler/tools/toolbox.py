@@ -35,6 +35,7 @@ from scheduler.tools.mcp_config import (
     McpConfigError,
     StdioServer,
     load_mcp_config,
+    resolve_command,
 )
 from scheduler.tools.tool_output import error_text, result_text
 
@@ -131,6 +132,13 @@ class Toolbox:
             )
         return await connection.call(tool, dict(args), timeout=timeout)
 
+    def tool_spec(self, name: str) -> ToolSpec | None:
+        """`<server>.<tool>` as its connected server lists it; None otherwise (never waits)."""
+        connection = self._connections.get(name.partition(".")[0])
+        if connection is None or not connection.up:
+            return None
+        return next((spec for spec in connection.specs() if spec.name == name), None)
+
     async def aclose(self) -> None:
         """Stop every session (and every stdio server process)."""
         await asyncio.gather(*(c.stop() for c in self._connections.values()))
@@ -169,6 +177,7 @@ class _Connection:
                 name=f"{self.name}.{tool.name}",
                 description=tool.description or tool.title or "",
                 input_schema=dict(tool.input_schema),
+                output_schema=dict(tool.output_schema) if tool.output_schema else None,
             )
             for tool in self.tools
         ]
@@ -370,7 +379,10 @@ class _Connection:
             return _http_transport(config)
         assert tail is not None
         params = StdioServerParameters(
-            command=config.command, args=config.args, env=config.env, cwd=config.cwd
+            command=resolve_command(config.command),
+            args=config.args,
+            env=config.env,
+            cwd=config.cwd,
         )
         return stdio_client(params, errlog=tail.writer)
 

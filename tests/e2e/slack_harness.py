@@ -127,12 +127,13 @@ def write_mcp_config(directory: Path) -> Path:
 def bot_env(
     slack: FakeSlack, openai: FakeOpenAI, directory: Path, *, port: int = 3000
 ) -> dict[str, str]:
-    """The bot's configuration, as the environment variables DESIGN.md names."""
+    """The bot's configuration, as the environment variables of the README's table."""
     return {
         "SLACK_BOT_TOKEN": slack.bot_token,
         "SLACK_SIGNING_SECRET": FAKE_SIGNING_SECRET,
         "SLACK_API_URL": slack.base_url,
         "PORT": str(port),
+        "DAGBOT_HOST": "127.0.0.1",
         "OPENAI_API_KEY": openai.api_key,
         "OPENAI_BASE_URL": openai.base_url,
         "DAGBOT_MODEL": "fake-model",

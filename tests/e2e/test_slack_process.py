@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 import socket
 import subprocess
@@ -30,6 +31,7 @@ from tests.fakes.slack_api import FakeSlack, fake_slack_server
 from tests.fakes.slack_requests import SlackSender
 
 START_TIMEOUT = 60.0
+LISTENING = re.compile(r"listening on (http://\S+?)/slack/events")
 
 
 def free_port() -> int:
@@ -47,7 +49,35 @@ class BotProcess:
         self.lines: list[str] = []
         self.base_url = ""
         self._ready = asyncio.Event()
+        self._changed = asyncio.Condition()
+        self._ended = False
         self._reader = asyncio.create_task(self._read(), name="bot process stderr")
+
+    @classmethod
+    async def launch(cls, env: Mapping[str, str], cwd: Path) -> BotProcess:
+        """Start the process and return at once."""
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bot",
+            cwd=cwd,
+            env=subprocess_env(env),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        return cls(process)
+
+    async def wait_for_log(self, pattern: str) -> str:
+        """The first log line that matches `pattern` (fails if the process ends first)."""
+        async with asyncio.timeout(START_TIMEOUT), self._changed:
+            while True:
+                for line in self.lines:
+                    if re.search(pattern, line):
+                        return line
+                if self._ended:
+                    raise AssertionError(f"no line matched {pattern!r}:\n{self.log}")
+                await self._changed.wait()
 
     @classmethod
     async def start(cls, env: Mapping[str, str], cwd: Path) -> BotProcess:
@@ -74,10 +104,15 @@ class BotProcess:
         assert self.process.stderr is not None
         async for raw in self.process.stderr:
             line = raw.decode(errors="replace").rstrip("\n")
-            self.lines.append(line)
-            if "listening on " in line:
-                self.base_url = line.split("listening on ", 1)[1].removesuffix("/slack/events")
+            async with self._changed:
+                self.lines.append(line)
+                self._changed.notify_all()
+            if listening := LISTENING.search(line):
+                self.base_url = listening.group(1).replace("0.0.0.0", "127.0.0.1")
                 self._ready.set()
+        async with self._changed:
+            self._ended = True
+            self._changed.notify_all()
         self._ready.set()  # ended before listening: start() reports the log
 
     @property
@@ -171,6 +206,7 @@ async def test_a_run_resumes_after_a_crash_and_keeps_its_plan_message(tmp_path: 
     [
         ("SLACK_BOT_TOKEN", "SLACK_BOT_TOKEN"),
         ("SLACK_SIGNING_SECRET", "SLACK_SIGNING_SECRET"),
+        ("OPENAI_API_KEY", "OPENAI_API_KEY"),
     ],
 )
 def test_a_missing_setting_stops_start_up_with_one_line(
@@ -179,6 +215,7 @@ def test_a_missing_setting_stops_start_up_with_one_line(
     env = {
         "SLACK_BOT_TOKEN": "xoxb-not-used",
         "SLACK_SIGNING_SECRET": "not-used",
+        "OPENAI_API_KEY": "sk-not-used-0000",
         "DATABASE_URL": f"sqlite:///{tmp_path / 'unused.sqlite3'}",
     }
     del env[missing]
@@ -219,6 +256,9 @@ def test_start_up_problems_are_one_line_each(tmp_path: Path) -> None:
                     {
                         "SLACK_BOT_TOKEN": "xoxb-not-used",
                         "SLACK_SIGNING_SECRET": "not-used",
+                        "OPENAI_API_KEY": "sk-not-used-0000",
+                        # Slack cannot be reached: the local problems are found all the same.
+                        "SLACK_API_URL": f"http://127.0.0.1:{free_port()}/api/",
                         "DATABASE_URL": f"sqlite:///{tmp_path / 'runs.sqlite3'}",
                         **case,
                     }
@@ -243,3 +283,74 @@ def test_start_up_problems_are_one_line_each(tmp_path: Path) -> None:
         assert "Traceback" not in answer.stderr, name
         assert "xoxb-not-used" not in answer.stderr, name
     assert database.read_text() == "these are not the rows you are looking for"
+
+
+# -- start-up checks against Slack ----------------------------------------------------------------
+
+
+def _env(slack: FakeSlack, tmp_path: Path, **changes: str) -> dict[str, str]:
+    env = {
+        "SLACK_BOT_TOKEN": slack.bot_token,
+        "SLACK_SIGNING_SECRET": "not-used",
+        "SLACK_API_URL": slack.base_url,
+        "OPENAI_API_KEY": "sk-not-used-0000",
+        "PORT": str(free_port()),
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'runs.sqlite3'}",
+        **changes,
+    }
+    return {name: value for name, value in env.items() if value}
+
+
+async def test_a_refused_bot_token_stops_start_up_with_one_line(tmp_path: Path) -> None:
+    async with fake_slack_server() as slack:
+        bot = await BotProcess.launch(
+            _env(slack, tmp_path, SLACK_BOT_TOKEN="xoxb-revoked"), tmp_path
+        )
+        code = await bot.wait()
+
+    assert code == 2
+    assert bot.lines[-1] == (
+        "SLACK_BOT_TOKEN was refused by Slack (invalid_auth); it must be the Bot User OAuth "
+        "Token (xoxb-) of the installed app."
+    )
+    assert "Traceback" not in bot.log
+    assert "xoxb-revoked" not in bot.log
+    assert [c.method for c in slack.calls] == ["auth.test"]
+
+
+async def test_an_unreachable_slack_does_not_stop_start_up(tmp_path: Path) -> None:
+    nowhere = f"http://127.0.0.1:{free_port()}/api/"
+    env = _env(FakeSlack(), tmp_path, SLACK_API_URL=nowhere)
+    bot = await BotProcess.start(env, tmp_path)
+    try:
+        # The real address: the default host is every interface.
+        assert f"listening on http://0.0.0.0:{env['PORT']}/slack/events (every interface)" in (
+            bot.log
+        )
+        line = await bot.wait_for_log("could not reach Slack")
+        assert line.endswith(
+            "could not reach Slack to check SLACK_BOT_TOKEN (ClientConnectorError, 4 tries); "
+            "carrying on"
+        ), line
+        reader, writer = await asyncio.open_connection("127.0.0.1", int(env["PORT"]))
+        writer.write(b"GET /healthz HTTP/1.0\r\n\r\n")
+        await writer.drain()
+        assert b" 200 " in await reader.readline()
+        writer.close()
+        await writer.wait_closed()
+    finally:
+        code = await bot.stop()
+    assert code == 0, bot.log
+    assert "Traceback" not in bot.log
+
+
+async def test_sigterm_stops_start_up_while_slack_is_unreachable(tmp_path: Path) -> None:
+    nowhere = f"http://127.0.0.1:{free_port()}/api/"
+    env = _env(FakeSlack(), tmp_path, SLACK_API_URL=nowhere)
+    bot = await BotProcess.start(env, tmp_path)  # listening; the token check still retrying
+
+    code = await bot.stop()
+
+    assert code == 0, bot.log
+    assert "could not reach Slack" not in bot.log  # stopped before the check gave up
+    assert "Traceback" not in bot.log

@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp import WSMsgType, web
 
 from bot.server import serve_socket_mode
@@ -28,6 +29,7 @@ from tests.e2e.slack_harness import (
     bot_env,
     settings_from,
 )
+from tests.e2e.test_slack_process import BotProcess, free_port
 from tests.fakes.openai_server import fake_openai_server
 from tests.fakes.slack_api import FakeSlack
 from tests.fakes.slack_requests import SlackSender
@@ -50,6 +52,8 @@ class FakeSocketMode:
     async def connections_open(self, request: web.Request) -> web.Response:
         token = request.headers.get("Authorization", "").removeprefix("Bearer ")
         self.opened_with.append(token)
+        if not token.startswith("xapp-"):  # as Slack answers a bot or user token here
+            return web.json_response({"ok": False, "error": "not_allowed_token_type"})
         if token != APP_TOKEN:
             return web.json_response({"ok": False, "error": "invalid_auth"})
         return web.json_response({"ok": True, "url": self.ws_url})
@@ -161,3 +165,54 @@ async def test_socket_mode_runs_a_mention_and_answers_a_command(tmp_path: Path) 
 
         assert socket_mode.opened_with == [APP_TOKEN]
         assert len([m for m in slack.replies(CHANNEL, root.ts) if SUMMARY in m.text]) == 1
+
+
+# -- `python -m bot` in Socket Mode, as a process -------------------------------------------------
+
+
+def _process_env(socket_mode: FakeSocketMode, tmp_path: Path, app_token: str) -> dict[str, str]:
+    return {
+        "SLACK_BOT_TOKEN": socket_mode.slack.bot_token,
+        "SLACK_APP_TOKEN": app_token,
+        "SLACK_API_URL": socket_mode.slack.base_url,
+        "OPENAI_API_KEY": "sk-not-used-0000",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'runs.sqlite3'}",
+    }
+
+
+@pytest.mark.parametrize(
+    ("app_token", "error"),
+    [
+        ("xapp-1-A0FAKEAPP-0000-revoked", "invalid_auth"),
+        ("xoxb-a-bot-token", "not_allowed_token_type"),
+    ],
+)
+async def test_a_refused_app_token_stops_start_up_with_one_line(
+    tmp_path: Path, app_token: str, error: str
+) -> None:
+    async with fake_slack_with_socket_mode() as socket_mode:
+        bot = await BotProcess.launch(_process_env(socket_mode, tmp_path, app_token), tmp_path)
+        code = await bot.wait()
+
+    assert code == 2, bot.log
+    assert bot.lines[-1] == (
+        f"SLACK_APP_TOKEN was refused by Slack ({error}); it must be an app-level token (xapp-) "
+        "with the connections:write scope."
+    )
+    assert "Traceback" not in bot.log
+    assert app_token not in bot.log
+    assert socket_mode.opened_with == [app_token]  # checked once, never a connect loop
+
+
+async def test_sigterm_stops_socket_mode_while_it_fails_to_connect(tmp_path: Path) -> None:
+    async with fake_slack_with_socket_mode() as socket_mode:
+        socket_mode.ws_url = f"ws://127.0.0.1:{free_port()}/link"  # nothing listens there
+        bot = await BotProcess.launch(_process_env(socket_mode, tmp_path, APP_TOKEN), tmp_path)
+        failed = await bot.wait_for_log("Failed to connect")
+
+        code = await bot.stop()
+
+    assert code == 0, bot.log
+    assert "Cannot connect to host 127.0.0.1" in failed
+    assert "Traceback" not in bot.log
+    assert bot.lines[-1].endswith("stopped; unfinished runs resume on the next start")

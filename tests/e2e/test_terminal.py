@@ -8,11 +8,15 @@ SQLite file, which the test reads back through `python -m bot runs` and through 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import os
+import pty
 import re
 import signal
+import struct
 import sys
+import termios
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -225,6 +229,13 @@ async def test_a_goal_is_planned_run_concurrently_and_summarised(terminal: Termi
     assert "output: barrier 'pair' passed with 2 calls in progress together" in details.stdout
     assert "Planning: 18 tokens (11 prompt + 7 completion, 1 call, fake-model)" in details.stdout
     assert f"output: {SUMMARY_TEXT}" in details.stdout
+    # Each task's start and every attempt, with the arguments it was actually sent.
+    assert re.search(
+        r"succeeded · 1 attempt · started \d{4}-\d\d-\d\d \d\d:\d\d:\d\d", details.stdout
+    )
+    assert re.search(
+        r"1 +\S+ \S+ +\d+\.\d s +succeeded +\{\"timezone\": \"Asia/Tokyo\"\}", details.stdout
+    ), details.stdout
 
 
 async def test_an_invalid_plan_is_repaired(terminal: Terminal) -> None:
@@ -331,7 +342,7 @@ async def test_ctrl_c_cancels_the_run_and_records_it(terminal: Terminal) -> None
     bot.process.send_signal(signal.SIGINT)
     code = await bot.finish()
 
-    assert code == 1
+    assert code == 130  # as a shell reports a command stopped by Ctrl-C
     assert "Cancelling the run" in bot.stdout
     assert re.search(r"⊘ t1 .* cancelled", bot.stdout), bot.stdout
     assert f"run {bot.run_id} cancelled" in bot.stdout
@@ -373,3 +384,163 @@ async def test_an_unknown_run_id_is_reported(terminal: Terminal) -> None:
 
     assert code == 1
     assert "No run matches 'ffffffff'" in bot.stderr
+
+
+# -- a good command-line citizen ------------------------------------------------------------------
+
+
+async def test_a_pipe_closed_early_ends_quietly_and_cancels_the_run(terminal: Terminal) -> None:
+    terminal.answer(wire(tool_task("t1", "test.sleep", seconds=120), summary_task("t2", "t1")))
+    script = (
+        f'"{sys.executable}" -m bot run "Wait for ever" | head -1; '
+        'echo "dagbot exited with ${PIPESTATUS[0]}" >&2'
+    )
+    shell = await asyncio.create_subprocess_exec(
+        "bash",
+        "-c",
+        script,
+        cwd=terminal.home,
+        env={**terminal.env, "PYTHONUNBUFFERED": ""},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await shell.communicate()
+
+    [line] = out.decode().splitlines()
+    match = RUN_ID.search(line)
+    assert match, line
+    stderr = err.decode()
+    assert stderr.splitlines()[-1] == "dagbot exited with 141", stderr
+    assert "Traceback" not in stderr
+    assert "BrokenPipe" not in stderr
+    status, tasks = await stored_status(terminal, match.group(1))
+    assert status is RunStatus.CANCELLED
+    assert TaskStatus.RUNNING not in tasks.values()
+
+
+async def test_a_web_page_from_the_llm_endpoint_is_a_clear_error(terminal: Terminal) -> None:
+    terminal.fake.respond_with(lambda request: Reply.web_page())
+
+    code, bot = await terminal.run("run", "Anything")
+
+    assert code == 1
+    assert "did not answer with a chat completion" in bot.stdout
+    assert "OPENAI_BASE_URL" in bot.stdout
+    assert "AttributeError" not in bot.stdout + bot.stderr
+    assert "Traceback" not in bot.stderr
+
+
+async def test_a_missing_openai_key_stops_with_one_line(terminal: Terminal) -> None:
+    env = {k: v for k, v in terminal.env.items() if not k.startswith("OPENAI_")}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *("-m", "bot", "run", "anything"),
+        cwd=terminal.home,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await process.communicate()
+
+    assert process.returncode == 2
+    [line] = err.decode().splitlines()
+    assert line.startswith("OPENAI_API_KEY is not set")
+    assert not out
+    assert not terminal.fake.requests
+
+
+async def test_version_and_help_name_the_command(terminal: Terminal) -> None:
+    code, bot = await terminal.run("--version")
+    assert code == 0
+    assert re.fullmatch(r"python -m bot \d+\.\d+\.\d+\S*", bot.stdout.strip()), bot.stdout
+
+    # The console script installed with dagbot names itself in usage lines.
+    script = Path(sys.executable).with_name("dagbot")
+    for args in (["--help"], ["run", "--help"], ["runs", "--help"]):
+        process = await asyncio.create_subprocess_exec(
+            str(script), *args, env=terminal.env, stdout=asyncio.subprocess.PIPE
+        )
+        out, _ = await process.communicate()
+        text = out.decode()
+        assert process.returncode == 0
+        assert text.startswith(f"usage: dagbot {args[0] if args[0] != '--help' else ''}".rstrip())
+        if args[0] == "runs":
+            assert "--limit LIMIT  how many recent runs to list" in text
+            assert "a run id" in text
+        if args[0] == "run":
+            assert "130" in text  # the exit statuses are documented
+
+
+async def test_runs_reads_the_database_without_loading_the_llm_mcp_or_slack(
+    terminal: Terminal,
+) -> None:
+    probe = (
+        "import sys\n"
+        "from bot.__main__ import main\n"
+        "code = main(['runs'])\n"
+        "heavy = sorted({m.split('.')[0] for m in sys.modules} "
+        "& {'openai', 'mcp', 'slack_bolt', 'slack_sdk', 'aiohttp', 'httpx2'})\n"
+        "print('loaded:', heavy, 'exit:', code)\n"
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        probe,
+        cwd=terminal.home,
+        env=terminal.env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await process.communicate()
+
+    assert process.returncode == 0, err.decode()
+    assert out.decode().splitlines()[-1] == "loaded: [] exit: 0"
+
+
+async def test_a_plan_taller_than_the_terminal_is_redrawn_in_place(terminal: Terminal) -> None:
+    tasks = [tool_task(f"t{n}", "test.echo", text=f"echo {n}") for n in range(1, 21)]
+    terminal.answer(wire(*tasks, summary_task("t21", *(t.id for t in tasks)), title="Twenty"))
+    rows = 15
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", rows, 100, 0, 0))
+    env = {k: v for k, v in terminal.env.items() if k not in ("LINES", "COLUMNS", "TERM")}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *("-m", "bot", "run", "Echo twenty things"),
+        cwd=terminal.home,
+        env={**env, "TERM": "xterm-256color"},
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=follower,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    os.close(follower)
+
+    def read_all() -> bytes:
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the process closed its side
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    output, (_, err) = await asyncio.gather(asyncio.to_thread(read_all), process.communicate())
+    os.close(leader)
+    code = process.returncode
+
+    assert code == 0, err.decode()
+    text = output.decode()
+    live, _, after = text.partition("\x1b[?25h")  # rich shows the cursor again when it stops
+    # Each frame is erased line by line before the next is drawn: in place only when no frame
+    # is taller than the window.
+    frames = [f for f in re.split(r"\r(?:\x1b\[2K\x1b\[1A)*\x1b\[2K", live) if f.strip()]
+    assert len(frames) > 3
+    assert max(len(frame.rstrip("\n").split("\n")) for frame in frames) <= rows
+    assert any("… " in frame and "tasks" in frame for frame in frames)  # folded, not cropped
+    # Once done, the whole tree is printed once, below, for good.
+    assert after.count("Plan: Twenty") == 1
+    assert all(f"t{n} call test.echo" in after for n in range(1, 21))
+    assert "Summary:" in after

@@ -18,6 +18,7 @@ Tools:
 - `pid()`: this process's id (to tell a reconnected server from the old one).
 - `crash()`: the process exits at once, mid-call.
 - `header(name)`: an HTTP request header as received (over streamable HTTP only).
+- `scale(value, factor)`: a number times a factor (numbers in, a number out).
 
 With `MCP_TEST_SERVER_EXIT_AT_START` set, the process writes that value to stderr and exits
 before speaking MCP, like a server missing its credentials. With `MCP_TEST_SERVER_REQUIRE_FILE`
@@ -178,6 +179,12 @@ def two_parts() -> list[TextContent]:
 def header(name: str, ctx: Context[Any, Any]) -> str:
     headers = ctx.headers or {}
     return headers.get(name.lower(), headers.get(name, "(none)"))
+
+
+# Typed references (`{{tN}}` passed as a number): a tool whose argument is a number.
+@server.tool(description="The value multiplied by the factor.")
+def scale(value: float, factor: float = 2.0) -> float:
+    return value * factor
 
 
 async def serve_http() -> None:

@@ -131,6 +131,10 @@ class Reply:
     pieces: tuple[str, ...] | None = None
     """When streamed: the content deltas, in order (default: the content cut after each space)."""
     pacer: Pacer | None = None
+    tool_calls: tuple[tuple[str, str], ...] = ()
+    """(function name, arguments JSON) of each tool call the model makes."""
+    page: str | None = None
+    """A 200 answer that is a web page, not JSON: what a proxy or a wrong base URL sends."""
 
     @classmethod
     def text(cls, content: str, **kwargs: Any) -> Reply:
@@ -145,6 +149,23 @@ class Reply:
     def json(cls, value: Any, **kwargs: Any) -> Reply:
         """A completion whose content is `value` encoded as JSON (a structured-output answer)."""
         return cls(content=json.dumps(value), **kwargs)
+
+    @classmethod
+    def tool_call(cls, name: str, arguments: Any = None) -> Reply:
+        """The model calls a function instead of answering: no content, `finish_reason` tool_calls.
+
+        Models behind OpenAI-compatible servers do this even when the request offers no tools
+        (the server's chat template parses tool-call syntax out of the text).
+        """
+        return cls(
+            content=None,
+            finish_reason="tool_calls",
+            tool_calls=((name, json.dumps(arguments if arguments is not None else {})),),
+        )
+
+    @classmethod
+    def web_page(cls, html: str = "<html><body>Please sign in</body></html>") -> Reply:
+        return cls(page=html)
 
     @classmethod
     def refused(cls, reason: str = "I can't help with that.") -> Reply:
@@ -267,6 +288,8 @@ class FakeOpenAI:
         reply = await self._reply_for(request)
         if reply.status != 200:
             return _error_response(reply)
+        if reply.page is not None:
+            return web.Response(text=reply.page, content_type="text/html")
         completion_id = f"chatcmpl-fake-{next(self._ids)}"
         model = request.model or "fake-model"
         if request.is_stream:
@@ -309,6 +332,11 @@ def _completion(reply: Reply, completion_id: str, model: str) -> dict[str, Any]:
                     "role": "assistant",
                     "content": reply.content,
                     "refusal": reply.refusal,
+                    **(
+                        {"tool_calls": _tool_calls(reply, completion_id)}
+                        if reply.tool_calls
+                        else {}
+                    ),
                 },
                 "finish_reason": reply.finish_reason,
                 "logprobs": None,
@@ -316,6 +344,17 @@ def _completion(reply: Reply, completion_id: str, model: str) -> dict[str, Any]:
         ],
         "usage": _usage(reply),
     }
+
+
+def _tool_calls(reply: Reply, completion_id: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": f"call_{completion_id}_{index}",
+            "type": "function",
+            "function": {"name": name, "arguments": arguments},
+        }
+        for index, (name, arguments) in enumerate(reply.tool_calls)
+    ]
 
 
 def _usage(reply: Reply) -> dict[str, int]:
@@ -360,6 +399,9 @@ async def _stream(
         await send([{"index": 0, "delta": {"content": piece}, "finish_reason": None}])
         if reply.pacer is not None:
             await reply.pacer.after_piece()
+    for index, call in enumerate(_tool_calls(reply, completion_id)):
+        delta = {"tool_calls": [{"index": index, **call}]}
+        await send([{"index": 0, "delta": delta, "finish_reason": None}])
     await send([{"index": 0, "delta": {}, "finish_reason": reply.finish_reason}])
     options = request.body.get("stream_options")
     if isinstance(options, dict) and options.get("include_usage"):

@@ -14,7 +14,6 @@ from bot.cli_render import (
     render_outcome,
     render_plan_tree,
     render_progress,
-    render_run_details,
     render_run_tree,
     render_runs_table,
     task_label,
@@ -22,7 +21,7 @@ from bot.cli_render import (
 )
 from scheduler.dag.plan import Plan, PlanTask, TaskKind
 from scheduler.dag.state import Run, RunView, TaskState
-from storage.records import Event, EventKind, RunRecord, RunStatus, TaskStatus, UsageTotal
+from storage.records import Event, EventKind, RunRecord, RunStatus, TaskStatus
 
 T0 = 1_767_225_600.0  # 2026-01-01 00:00:00 UTC
 
@@ -364,61 +363,3 @@ def test_the_runs_table() -> None:
 
 def test_no_runs_yet() -> None:
     assert render_runs_table([]).startswith("No runs yet.")
-
-
-def test_run_details_show_timings_attempts_tokens_outputs_and_errors() -> None:
-    finished = view(
-        status=RunStatus.FAILED,
-        error="1 task(s) failed and 0 were skipped.",
-        updated=T0 + 12,
-        tasks={
-            "t1": {
-                "status": TaskStatus.SUCCEEDED,
-                "attempts": 1,
-                "started_at": T0 + 1,
-                "finished_at": T0 + 2,
-                "output": "line one\nline two",
-            },
-            "t2": {
-                "status": TaskStatus.FAILED,
-                "attempts": 3,
-                "started_at": T0 + 5,
-                "finished_at": T0 + 6,
-                "error": "timed out",
-            },
-            "t3": {"status": TaskStatus.SUCCEEDED, "attempts": 1, "output": "z" * 700},
-        },
-    )
-    usage = [
-        UsageTotal(task_id=None, model="m", prompt_tokens=100, completion_tokens=20, calls=1),
-        UsageTotal(task_id="t3", model="m", prompt_tokens=50, completion_tokens=10, calls=2),
-    ]
-
-    lines = render_run_details(finished, usage, UTC).splitlines()
-
-    assert lines[:6] == [
-        "Run r1 · failed · started 2026-01-01 00:00:00 · took 12.0 s",
-        "Goal: Compare the weather in Tokyo and Paris",
-        "Plan: Compare the weather in Tokyo and Paris",
-        "Error: 1 task(s) failed and 0 were skipped.",
-        "Planning: 120 tokens (100 prompt + 20 completion, 1 call, m)",
-        "",
-    ]
-    assert lines[6:10] == [
-        '✓ t1 Tokyo weather · weather.forecast {"city": "Tokyo"}',
-        "    succeeded · 1 attempt · 1.0 s",
-        "    output: line one",
-        "            line two",
-    ]
-    assert lines[11:14] == [
-        '✗ t2 Paris weather · weather.forecast {"city": "Paris"}',
-        "    failed · 3 attempts · 1.0 s",
-        "    error: timed out",
-    ]
-    assert lines[15:17] == [
-        "✓ t3 Compare · llm",
-        "    succeeded · 1 attempt · after t1, t2 · "
-        "60 tokens (50 prompt + 10 completion, 2 calls, m)",
-    ]
-    assert lines[17] == "    output: " + "z" * 600 + "… (100 more characters)"
-    assert lines[-1] == "Tokens in all: 180 tokens (150 prompt + 30 completion, 3 calls, m)"

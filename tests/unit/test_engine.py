@@ -100,6 +100,28 @@ async def test_a_plan_runs_to_success_with_outputs_substituted(make_engine: Make
     assert not engine.is_active(run.id)
 
 
+async def test_each_start_records_the_arguments_sent_after_substitution(
+    make_engine: MakeEngine,
+) -> None:
+    engine = await make_engine(Echo())
+    the_plan = plan(
+        tool("t1", city="Tokyo"), tool("t2", "t1", q="after {{t1}}"), summary("s", "t2")
+    )
+
+    run_id = await run_plan(engine, the_plan)
+
+    started = {
+        event.task_id: event.data
+        for event in await engine.store.events(run_id)
+        if event.kind is EventKind.TASK_STARTED
+    }
+    assert started == {
+        "t1": {"args": {"city": "Tokyo"}},
+        "t2": {"args": {"q": "after t1({'city': 'Tokyo'})"}},
+        "s": None,
+    }
+
+
 async def test_context_gives_attempt_idempotency_key_and_read_only_results(
     make_engine: MakeEngine,
 ) -> None:

@@ -194,6 +194,22 @@ async def test_timeout_is_a_retryable_task_error(fake_openai: FakeOpenAI) -> Non
     assert "did not answer within 0.05 s" in str(raised.value)
 
 
+async def test_a_web_page_instead_of_a_completion_is_a_clear_error(
+    fake_openai: FakeOpenAI, llm: LLM
+) -> None:
+    fake_openai.script(Reply.web_page("<html>\n<body>Please sign in to the proxy</body></html>"))
+
+    with pytest.raises(TaskError) as raised:
+        await llm.complete_text(HELLO, usage=UsageLog())
+
+    message = str(raised.value)
+    assert not raised.value.retryable
+    assert "did not answer with a chat completion" in message
+    assert "'<html> <body>Please sign in to the proxy</body></html>'" in message
+    assert "OPENAI_BASE_URL" in message
+    assert len(fake_openai.requests) == 1
+
+
 async def test_a_held_responder_is_cancelled_when_the_client_gives_up(
     fake_openai: FakeOpenAI,
 ) -> None:

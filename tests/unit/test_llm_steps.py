@@ -168,7 +168,11 @@ def test_mark_references(prompt: str, instruction: str, ids: list[str]) -> None:
 
 
 def completion(
-    content: str | None, *, refusal: str | None = None, finish_reason: str = "stop"
+    content: str | None,
+    *,
+    refusal: str | None = None,
+    finish_reason: str = "stop",
+    tool_calls: tuple[str, ...] = (),
 ) -> Completion:
     return Completion(
         content=content,
@@ -177,6 +181,7 @@ def completion(
         model="m",
         prompt_tokens=1,
         completion_tokens=1,
+        tool_calls=tool_calls,
     )
 
 
@@ -198,6 +203,11 @@ def test_answer_text(given: Completion, expected: str) -> None:
         (completion("   "), "The model returned an empty answer.", True),
         (completion(None), "The model returned an empty answer.", True),
         (completion("", finish_reason="length"), "whole output limit", False),
+        (
+            completion(None, finish_reason="tool_calls", tool_calls=("b", "a", "b")),
+            r"^The model answered with a tool call \(a, b\) instead of text; llm steps cannot",
+            False,
+        ),
     ],
 )
 def test_answer_text_errors(given: Completion, message: str, retryable: bool) -> None:
@@ -342,6 +352,11 @@ async def test_llm_step_without_a_plan_entry_uses_the_substituted_prompt(
     [
         (Reply.refused("Not doing that."), "declined this step: Not doing that.", False),
         (Reply(content=""), "empty answer", True),
+        (
+            Reply.tool_call("get_weather", {"city": "Tokyo"}),
+            r"model answered with a tool call \(get_weather\) instead of text",
+            False,
+        ),
         (Reply.http_error(500, "upstream broke"), "HTTP 500: upstream broke", True),
         (Reply.http_error(400, "bad model"), "HTTP 400: bad model", False),
     ],

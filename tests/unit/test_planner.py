@@ -172,6 +172,10 @@ async def test_unrepairable_plan_fails_listing_the_problems(
         (Reply.refused("I won't plan that."), "The model declined to plan (I won't plan that.)"),
         (Reply(content=""), "The answer was empty"),
         (Reply(content=None), "The answer was empty"),
+        (
+            Reply.tool_call("weather.forecast", {"city": "Tokyo"}),
+            "The answer was a tool call (weather.forecast) instead of the plan.",
+        ),
         (Reply.truncated('{"title": "Weather", "tasks": [{"id"'), "cut off at the output length"),
         (Reply.text('{"title": "Weather", tasks: []}'), "The answer is not valid JSON"),
         (Reply.json(["not", "a", "plan"]), "The plan: Input should be a valid dictionary"),
@@ -227,7 +231,7 @@ async def test_unrepairable_plan_fails_listing_the_problems(
         ),
     ],
     ids=[
-        "refusal", "empty", "null-content", "truncated", "bad-json", "not-an-object",
+        "refusal", "empty", "null-content", "tool-call", "truncated", "bad-json", "not-an-object",
         "bad-kind", "empty-title", "unknown-tool", "missing-arg", "wrong-arg-type",
         "args-not-json", "args-not-object",
     ],

@@ -23,6 +23,23 @@ CATALOGUE = {
     ),
     "broken.schema": ToolSpec(name="broken.schema", input_schema={"type": "no-such-type"}),
     "broken.ref": ToolSpec(name="broken.ref", input_schema={"$ref": "#/$defs/missing"}),
+    "clock.now": ToolSpec(
+        name="clock.now",
+        output_schema={
+            "type": "object",
+            "properties": {"iso": {"type": "string"}, "hour": {"type": "integer"}},
+        },
+    ),
+    "pairs.put": ToolSpec(
+        name="pairs.put",
+        input_schema={
+            "$schema": "http://json-schema.org/draft-07/schema#",
+            "type": "object",
+            "properties": {
+                "pair": {"type": "array", "items": [{"type": "string"}, {"type": "number"}]}
+            },
+        },
+    ),
 }
 
 
@@ -130,7 +147,7 @@ INVALID = [
         None,
         [
             "Task 't1' calls unknown tool 'mail.send'; available tools: "
-            "broken.ref, broken.schema, echo.say, weather.forecast."
+            "broken.ref, broken.schema, clock.now, echo.say, pairs.put, weather.forecast."
         ],
         id="unknown tool",
     ),
@@ -151,6 +168,31 @@ INVALID = [
         None,
         ["Task 't1': arguments for weather.forecast do not fit its schema at (arguments)"],
         id="unexpected argument",
+    ),
+    pytest.param(
+        plan(tool("t1", name="pairs.put", pair=[1, 2]), summary("s", "t1")),
+        None,
+        ["Task 't1': arguments for pairs.put do not fit its schema at pair/0: 1 is not of type"],
+        id="a draft-07 tuple is enforced",
+    ),
+    pytest.param(
+        plan(
+            tool("t1", name="clock.now"),
+            weather("t2", "t1", city="Oslo", days="{{t1}}"),
+            summary("s", "t2"),
+        ),
+        None,
+        [
+            "Task 't2': argument 'days' of weather.forecast wants an integer, but {{t1}} is the "
+            "output of clock.now, which gives a JSON object (its output schema)."
+        ],
+        id="an output schema that cannot fit the argument",
+    ),
+    pytest.param(
+        plan(tool("t1"), weather("t2", "t1", city="Oslo", days="{{t1}} days"), summary("s", "t2")),
+        None,
+        ["Task 't2': argument 'days' of weather.forecast wants an integer, but '{{t1}} days' puts"],
+        id="a reference inside longer text where a number is wanted",
     ),
     pytest.param(
         plan(llm("t1", prompt="  "), summary("s", "t1")),
