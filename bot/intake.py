@@ -187,30 +187,46 @@ class Intake:
     # -- /dagbot ------------------------------------------------------------------------------
 
     async def command(self, payload: Mapping[str, Any], respond: Respond) -> str | None:
-        """Handle `/dagbot …`: the text to answer at once (ephemeral), or None if it comes later."""
+        """Handle `/dagbot …`: the text to answer at once (ephemeral), or None if it comes later.
+
+        Equivalent to `command_answer` then, when that is None, `command_later`.
+        """
+        answer = self.command_answer(payload)
+        if answer is None:
+            self.command_later(payload, respond)
+        return answer
+
+    def command_answer(self, payload: Mapping[str, Any]) -> str | None:
+        """What `/dagbot …` answers at once, without I/O (the ack carries it); None when the
+        command is carried out afterwards by `command_later`."""
         parsed = parse_command(payload)
         if parsed is None:
             return "Slack sent a request I could not read; please try again."
-        if not await self.engine.claim_delivery(f"trigger:{parsed.trigger_id}"):
-            log.info("ignoring repeated /dagbot trigger %s", parsed.trigger_id)
-            return None
         command = parsed.command
         if command.kind is CommandKind.HELP:
             return help_text(self.max_goal_chars)
-        if command.kind is CommandKind.LIST:
-            self.tasks.spawn(self._list(parsed.user, respond), f"list for {parsed.user}")
-            return None
-        if command.kind is CommandKind.CANCEL:
-            self.tasks.spawn(
-                self._cancel(parsed.user, command.argument, respond),
-                f"cancel {command.argument} for {parsed.user}",
-            )
-            return None
-        problem = goal_problem(command.argument, self.max_goal_chars, source="command")
-        if problem is not None:
-            return problem
-        self.tasks.spawn(self._start(parsed, respond), f"start for {parsed.user}")
+        if command.kind is CommandKind.START:
+            return goal_problem(command.argument, self.max_goal_chars, source="command")
         return None
+
+    def command_later(self, payload: Mapping[str, Any], respond: Respond) -> None:
+        """Carry out `/dagbot list|cancel|<goal>` in the background, once per trigger: every
+        database write happens here, after the ack."""
+        parsed = parse_command(payload)
+        if parsed is not None:
+            self.tasks.spawn(self._command(parsed, respond), f"/dagbot for {parsed.user}")
+
+    async def _command(self, parsed: SlashCommand, respond: Respond) -> None:
+        if not await self.engine.claim_delivery(f"trigger:{parsed.trigger_id}"):
+            log.info("ignoring repeated /dagbot trigger %s", parsed.trigger_id)
+            return
+        command = parsed.command
+        if command.kind is CommandKind.LIST:
+            await self._list(parsed.user, respond)
+        elif command.kind is CommandKind.CANCEL:
+            await self._cancel(parsed.user, command.argument, respond)
+        elif command.kind is CommandKind.START:
+            await self._start(parsed, respond)
 
     async def _start(self, parsed: SlashCommand, respond: Respond) -> None:
         goal = parsed.command.argument
@@ -276,16 +292,26 @@ class Intake:
     # -- buttons and App Home --------------------------------------------------------------------
 
     def press(self, body: Mapping[str, Any]) -> None:
-        """Act on a Cancel / Retry click in the background (the click is acked at once)."""
+        """Act on a Cancel / Retry / feedback click in the background (acked at once)."""
         press = parse_press(body)
         if press is not None:
             self.tasks.spawn(self._press(press), f"{press.kind} {press.run_id} by {press.user}")
 
     async def _press(self, press: Press) -> None:
+        # A replayed press (same trigger) is claimed already: it changes nothing.
+        if press.delivery_id and not await self.engine.claim_delivery(press.delivery_id):
+            log.info("ignoring a replayed %s press on run %s", press.kind, press.run_id)
+            return
         run = await self.engine.get_run(press.run_id)
         refusal = press_refusal(press, run)
         if refusal is not None or run is None:
             await self._whisper(press, refusal or "", run)
+            return
+        if press.kind is PressKind.FEEDBACK:
+            changed = await self.engine.store.record_feedback(run.id, press.user, press.vote)
+            log.info(
+                "feedback %s on run %s by %s (new: %s)", press.vote, run.id, press.user, changed
+            )
             return
         if press.kind is PressKind.CANCEL:
             done = await self.engine.cancel(run.id)
@@ -329,5 +355,4 @@ def _meta(team_id: str, channel: str, root: str, user: str, source: str) -> dict
 
 
 def _slack_error(error: SlackApiError) -> str:
-    code = error.response.get("error") if error.response is not None else None
-    return str(code or "unknown error")
+    return error_code(error)

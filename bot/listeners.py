@@ -7,7 +7,7 @@ from typing import Any
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext, AsyncRespond
 
 from bot.intake import Intake
-from bot.payloads import CANCEL_ACTION, COMMAND, RETRY_ACTION
+from bot.payloads import CANCEL_ACTION, COMMAND, FEEDBACK_ACTION, RETRY_ACTION
 
 
 def register_listeners(app: AsyncApp, intake: Intake) -> None:
@@ -18,8 +18,12 @@ def register_listeners(app: AsyncApp, intake: Intake) -> None:
         await intake.mention(body, context.bot_user_id)
 
     async def on_command(ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond) -> None:
-        answer = await intake.command(command, respond)
+        # Ack first: the database (and Slack) are touched only afterwards, so a slow or locked
+        # database can never make Slack drop the command.
+        answer = intake.command_answer(command)
         await ack(text=answer or "", response_type="ephemeral" if answer else None)
+        if answer is None:
+            intake.command_later(command, respond)
 
     async def on_press(ack: AsyncAck, body: dict[str, Any]) -> None:
         await ack()
@@ -33,4 +37,5 @@ def register_listeners(app: AsyncApp, intake: Intake) -> None:
     app.command(COMMAND)(on_command)
     app.action(CANCEL_ACTION)(on_press)
     app.action(RETRY_ACTION)(on_press)
+    app.action(FEEDBACK_ACTION)(on_press)
     app.event("app_home_opened")(on_home_opened)

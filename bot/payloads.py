@@ -15,11 +15,14 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from bot.wording import FEEDBACK_BAD, FEEDBACK_GOOD
+
 log = logging.getLogger("dagbot.intake")
 
 COMMAND = "/dagbot"
 CANCEL_ACTION = "dagbot_cancel"
 RETRY_ACTION = "dagbot_retry"
+FEEDBACK_ACTION = "dagbot_feedback"
 
 
 # -- payloads (the boundary: Slack's JSON, validated) ----------------------------------------------
@@ -39,10 +42,17 @@ class _MentionEvent(_Payload):
     subtype: str | None = None
 
 
+class _Authorization(_Payload):
+    team_id: str | None = None
+    user_id: str | None = None
+    is_bot: bool = False
+
+
 class _EventEnvelope(_Payload):
     event_id: str
     team_id: str
     event: _MentionEvent
+    authorizations: list[_Authorization] = []
 
 
 class _CommandPayload(_Payload):
@@ -71,10 +81,12 @@ class _Message(_Payload):
 class _Action(_Payload):
     action_id: str
     value: str = ""
+    action_ts: str = ""
 
 
 class _ActionPayload(_Payload):
     user: _Id
+    trigger_id: str = ""
     actions: list[_Action] = Field(min_length=1)
     channel: _Id | None = None
     container: _Container = _Container()
@@ -129,6 +141,7 @@ class SlashCommand:
 class PressKind(StrEnum):
     CANCEL = "cancel"
     RETRY = "retry"
+    FEEDBACK = "feedback"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -138,6 +151,10 @@ class Press:
     user: str
     channel: str | None
     thread_ts: str | None
+    delivery_id: str = ""
+    """Names this press: a replay of it (same trigger and action time) carries the same id."""
+    vote: str = ""
+    """For feedback: `good` or `bad`."""
 
 
 # -- pure parsing ----------------------------------------------------------------------------------
@@ -177,9 +194,17 @@ def parse_mention(body: Mapping[str, Any], bot_user_id: str | None) -> Mention |
         return None
     if envelope.event.user is None:
         return None
+    # The authorization names the workspace that installed dagbot and its bot user: right in
+    # Slack Connect channels (where the envelope's team is another's) and known even when
+    # auth.test could not be asked.
+    authorization = envelope.authorizations[0] if envelope.authorizations else None
+    if bot_user_id is None and authorization is not None and authorization.is_bot:
+        bot_user_id = authorization.user_id
+    if is_from_bot(event, bot_user_id):
+        return None
     return Mention(
         event_id=envelope.event_id,
-        team_id=envelope.team_id,
+        team_id=(authorization.team_id if authorization else None) or envelope.team_id,
         channel=envelope.event.channel,
         user=envelope.event.user,
         thread_ts=envelope.event.thread_ts or envelope.event.ts,
@@ -219,7 +244,9 @@ def parse_command(payload: Mapping[str, Any]) -> SlashCommand | None:
 PRESS_KINDS: Mapping[str, PressKind] = {
     CANCEL_ACTION: PressKind.CANCEL,
     RETRY_ACTION: PressKind.RETRY,
+    FEEDBACK_ACTION: PressKind.FEEDBACK,
 }
+VOTES = frozenset({FEEDBACK_GOOD, FEEDBACK_BAD})
 
 
 def parse_press(body: Mapping[str, Any]) -> Press | None:
@@ -233,10 +260,18 @@ def parse_press(body: Mapping[str, Any]) -> Press | None:
     kind = PRESS_KINDS.get(action.action_id)
     if kind is None or not action.value:
         return None
+    run_id, vote = action.value, ""
+    if kind is PressKind.FEEDBACK:
+        vote, _, run_id = action.value.partition(":")
+        if vote not in VOTES or not run_id:
+            return None
     container = parsed.container
+    stamp = parsed.trigger_id or action.action_ts
     return Press(
         kind=kind,
-        run_id=action.value,
+        run_id=run_id,
+        vote=vote,
+        delivery_id=f"press:{kind}:{run_id}:{parsed.user.id}:{stamp}" if stamp else "",
         user=parsed.user.id,
         channel=parsed.channel.id if parsed.channel is not None else container.channel_id,
         thread_ts=parsed.message.thread_ts or container.thread_ts or container.message_ts,

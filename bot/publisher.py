@@ -44,7 +44,6 @@ __all__ = ["PLANNING_LOADING", "PLANNING_STATUS", "SlackPublisher"]
 log = logging.getLogger("dagbot.slack")
 
 MAX_BACKOFF = 60.0
-CLASSIC_SCAN_LIMIT = 50
 CLOSING_ATTEMPTS = 2
 BUG_ATTEMPTS = 5
 
@@ -113,7 +112,6 @@ class SlackPublisher:
         self._subscription = self._engine.bus.subscribe()
         self._sync.summaries.start(self._engine.drafts)
         self._start_consumer()
-        await self._sync.learn_classic_teams(CLASSIC_SCAN_LIMIT)
         for run_id in await self._engine.store.unlanded_runs():
             self._mark(self._state(run_id))
 

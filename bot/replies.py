@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 
+from bot.markdown import escape_mrkdwn
 from bot.payloads import COMMAND, Press, PressKind
+from bot.wording import run_word
 from domain.vocabulary import RunStatus
 from scheduler.dag.state import Run
 
@@ -15,7 +18,7 @@ ECHO_CHARS = 3_000
 
 def escape(text: str) -> str:
     """Slack's three control characters, so a goal is shown as typed and cannot ping @channel."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return escape_mrkdwn(text)
 
 
 def preview(goal: str, limit: int = PREVIEW_CHARS) -> str:
@@ -28,7 +31,8 @@ def preview(goal: str, limit: int = PREVIEW_CHARS) -> str:
 
 def goal_problem(goal: str, max_chars: int, *, source: str) -> str | None:
     """Why a goal cannot be run, in one short answer; None when it can."""
-    if not goal.strip():
+    # A mention of someone (or of the bot, by another name) is no goal by itself.
+    if not re.sub(r"<@[^<>]*>", "", goal).strip():
         if source == "command":
             return f"Tell me what you want done: `{COMMAND} <goal>`. `{COMMAND} help` shows more."
         return (
@@ -80,13 +84,7 @@ def list_text(runs: Sequence[Run], permalinks: Mapping[str, str]) -> str:
 
 
 def _status_word(status: RunStatus) -> str:
-    return {
-        RunStatus.PLANNING: "planning",
-        RunStatus.RUNNING: "running",
-        RunStatus.SUCCEEDED: "done",
-        RunStatus.FAILED: "finished with failures",
-        RunStatus.CANCELLED: "cancelled",
-    }[status]
+    return run_word(status)
 
 
 def cancel_refusal(argument: str, run: Run | None, user: str) -> str | None:
@@ -117,6 +115,8 @@ def press_refusal(press: Press, run: Run | None) -> str | None:
         return "That run no longer exists."
     if run.requester != press.user:
         verb = "cancel" if press.kind is PressKind.CANCEL else "retry"
+        if press.kind is PressKind.FEEDBACK:
+            return None  # anyone who sees the answer may say what they think of it
         who = f"<@{run.requester}>" if run.requester else "the person who started it"
         return f"Only {who} can {verb} this run."
     return None

@@ -27,16 +27,17 @@ from bot.app_home import AppHome
 from bot.blocks import (
     SUMMARY_PART_LIMIT,
     SlackMessage,
+    feedback_blocks,
     placeholder_message,
     plan_message,
     planning_failed_message,
     summary_markdown,
 )
 from bot.budgeted_client import background_calls
+from bot.capabilities import REFUSED_CONTENT, ChannelFacts, Feature
 from bot.markdown import split_markdown
 from bot.outbox import DeliveryBook, Outbox
 from bot.slack_client import error_code, is_transient
-from bot.summary_feedback import feedback_blocks
 from bot.summary_stream import STREAM_INTERVAL, LiveSummaries
 from bot.thread_writer import SlackTarget, ThreadWriter
 from scheduler.dag.state import Run, RunView
@@ -65,6 +66,7 @@ class RunThread:
     fingerprint: str | None = None
     permalink_tried: bool = False
     finished: bool = False
+    compact: bool = False  # Slack refused this run's full plan: render it with least detail
 
 
 class RunSync:
@@ -81,12 +83,12 @@ class RunSync:
         self._store = store
         self._home = home
         self._outbox = Outbox(client)
-        self._writer = ThreadWriter(client)
+        # Channels that refused plan blocks (or markdown, streaming) lately: bot.capabilities.
+        self.facts = ChannelFacts()
+        self._writer = ThreadWriter(client, self.facts)
         self.summaries = LiveSummaries(client, store, self._writer, interval=stream_interval)
         """Summaries streamed while they are written (started and closed by the publisher)."""
         self.status_refresh = status_refresh
-        # Workspaces (team ids) that rejected plan/task_card blocks: classic blocks there.
-        self.classic_teams: set[str] = set()
 
     async def prepare(self, thread: RunThread) -> None:
         """Load the stored delivery once and make sure the run has a delivery row."""
@@ -166,21 +168,47 @@ class RunSync:
         self, thread: RunThread, target: SlackTarget, view: RunView, seq: int | None
     ) -> None:
         classic = self._is_classic(thread, target)
-        message = plan_message(view, classic=classic)
+        message = plan_message(view, classic=classic, smallest=thread.compact)
         if thread.book.current.plan_message and _fingerprint(message) == thread.fingerprint:
             return
         try:
             await self._put_plan(thread, target, message, seq)
         except SlackApiError as error:
-            if classic or error_code(error) != "invalid_blocks":
+            if classic or error_code(error) not in REFUSED_CONTENT:
                 raise
-            log.warning("plan blocks rejected in team %s; using classic blocks", target.team_id)
-            if target.team_id:
-                self.classic_teams.add(target.team_id)
-            await thread.book.update(plan_style="classic")
-            message = plan_message(view, classic=True)
-            await self._put_plan(thread, target, message, seq)
+            message = await self._put_refused_plan(thread, target, view, seq, error)
         thread.fingerprint = _fingerprint(message)
+
+    async def _put_refused_plan(
+        self,
+        thread: RunThread,
+        target: SlackTarget,
+        view: RunView,
+        seq: int | None,
+        error: SlackApiError,
+    ) -> SlackMessage:
+        """Slack refused the plan's blocks: try them smaller, and only if even the smallest
+        native plan is refused, classic blocks (remembered for the channel, for a while)."""
+        if not thread.compact:
+            log.warning(
+                "plan of run %s refused (%s); rendering it smaller",
+                thread.run_id,
+                error_code(error),
+            )
+            thread.compact = True
+            smaller = plan_message(view, smallest=True)
+            try:
+                await self._put_plan(thread, target, smaller, seq)
+                return smaller
+            except SlackApiError as again:
+                if error_code(again) not in REFUSED_CONTENT:
+                    raise
+        log.warning("plan blocks refused in channel %s; using classic blocks", target.channel)
+        self.facts.remember(Feature.PLAN_BLOCKS, target.team_id, target.channel)
+        await thread.book.update(plan_style="classic")
+        message = plan_message(view, classic=True)
+        await self._put_plan(thread, target, message, seq)
+        return message
 
     async def _put_plan(
         self, thread: RunThread, target: SlackTarget, message: SlackMessage, seq: int | None
@@ -328,18 +356,13 @@ class RunSync:
     # -- helpers -----------------------------------------------------------------------------
 
     def _is_classic(self, thread: RunThread, target: SlackTarget) -> bool:
-        return thread.book.current.plan_style == "classic" or target.team_id in self.classic_teams
+        return thread.book.current.plan_style == "classic" or self.facts.refuses(
+            Feature.PLAN_BLOCKS, target.team_id, target.channel
+        )
 
     async def _terminal_seq(self, run_id: str) -> int | None:
         events = await self._store.events(run_id)
         return next((e.seq for e in reversed(events) if e.kind in TERMINAL), None)
-
-    async def learn_classic_teams(self, limit: int) -> None:
-        """Remember the workspaces where stored runs had to use classic blocks."""
-        for record in await self._store.runs_in_plan_style("classic", limit=limit):
-            team_id = record.meta.get("team_id")
-            if isinstance(team_id, str) and team_id:
-                self.classic_teams.add(team_id)
 
 
 def _fingerprint(message: SlackMessage) -> str:

@@ -14,6 +14,7 @@ from bot.cli_render import render_runs_table
 from bot.run_details import render_run_details
 from bot.settings import ConfigError, Settings, load_settings
 from bot.terminal import EXIT_OK, EXIT_RUN_FAILED, prepare_output, stop
+from bot.wording import feedback_line
 from scheduler.dag.state import Run, RunView, TaskState
 from storage.errors import StorageError
 from storage.sqlite import open_store
@@ -55,9 +56,11 @@ async def _show_runs(settings: Settings, run_id: str | None, limit: int) -> int:
         details = render_run_details(
             view, await store.usage(record.id), await store.events(record.id)
         )
+        votes = await store.feedback(record.id)
     finally:
         await store.close()
     output_console().print(details)
+    output_console().print(feedback_line(votes))
     return EXIT_OK
 
 

@@ -12,20 +12,22 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import AsyncIterator, Awaitable, Mapping
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from aiohttp import web
 from pydantic import SecretStr
-from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.app import build_app
 from bot.intake import Intake
 from bot.publisher import SlackPublisher
+from bot.request_guard import check_request
 from bot.runtime import Runtime, open_runtime
 from bot.settings import ConfigError, Settings, load_settings
 from bot.slack_client import make_client
@@ -105,24 +107,25 @@ async def running_bot(
             await publisher.aclose()
 
 
-def has_signature_headers(headers: Mapping[str, str]) -> bool:
-    """Whether a request carries Slack's signature headers in a shape bolt can check.
+def http_app(app: AsyncApp, signing_secret: str) -> web.Application:
+    """The aiohttp application: Slack's requests at POST /slack/events, a health check.
 
-    bolt verifies the signature itself, but a timestamp that is not a number makes it fail with
-    a 500 rather than refuse the request.
+    Every request is checked (`bot.request_guard`) before bolt parses it: unsigned or forged
+    is 401, unreadable (bad UTF-8, bad JSON, lone surrogates) is 400, never a 500.
     """
-    timestamp = headers.get("X-Slack-Request-Timestamp", "")
-    signature = headers.get("X-Slack-Signature", "")
-    return timestamp.isascii() and timestamp.isdigit() and signature.startswith("v0=")
-
-
-def http_app(app: AsyncApp) -> web.Application:
-    """The aiohttp application: Slack's requests at POST /slack/events, a health check."""
 
     async def events(request: web.Request) -> web.Response:
-        if not has_signature_headers(request.headers):
-            return web.json_response({"error": "invalid request"}, status=401)
-        return await to_aiohttp_response(await app.async_dispatch(await to_bolt_request(request)))
+        body = await request.read()
+        refusal = check_request(signing_secret, request.headers, body, request.content_type)
+        if refusal is not None:
+            log.info("refused a request to %s: %s", EVENTS_PATH, refusal.reason)
+            return web.json_response({"error": refusal.reason}, status=refusal.status)
+        bolt_request = AsyncBoltRequest(
+            body=body.decode("utf-8"),
+            query=request.query_string,
+            headers=request.headers,  # type: ignore[arg-type]  # a multidict, as bolt's adapter passes
+        )
+        return await to_aiohttp_response(await app.async_dispatch(bolt_request))
 
     async def health(_: web.Request) -> web.Response:
         return web.json_response({"ok": True})
@@ -144,7 +147,8 @@ async def serve_http(
     """Run the bot over HTTP on `host` and `port` (default DAGBOT_HOST and PORT; port 0 picks a
     free one) for the block."""
     async with running_bot(settings, update_interval=update_interval) as bot:
-        runner = web.AppRunner(http_app(bot.app), access_log=None)
+        secret = _secret(settings.slack_signing_secret)
+        runner = web.AppRunner(http_app(bot.app, secret), access_log=None)
         await runner.setup()
         try:
             chosen = settings.port if port is None else port

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import aiohttp
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.http_retry.async_handler import AsyncRetryHandler
@@ -10,6 +13,9 @@ from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncRateLimitErrorRetryHandler,
     AsyncServerErrorRetryHandler,
 )
+from slack_sdk.http_retry.request import HttpRequest
+from slack_sdk.http_retry.response import HttpResponse
+from slack_sdk.http_retry.state import RetryState
 
 from bot.budgeted_client import BudgetedWebClient
 from bot.rate_budget import RateBudget
@@ -30,6 +36,21 @@ TRANSIENT_ERRORS = frozenset(
 )
 
 
+class GatewayErrorRetryHandler(AsyncServerErrorRetryHandler):
+    """slack_sdk's 5xx retries, extended from 500/503 to every 5xx: a proxy or load balancer in
+    front of Slack answers 502 and 504 (often as an HTML page) while Slack recovers."""
+
+    async def _can_retry_async(
+        self,
+        *,
+        state: RetryState,
+        request: HttpRequest,
+        response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> bool:
+        return response is not None and 500 <= response.status_code < 600
+
+
 def make_client(
     token: str,
     base_url: str | None = None,
@@ -46,7 +67,7 @@ def make_client(
     handlers: list[AsyncRetryHandler] = [
         AsyncRateLimitErrorRetryHandler(max_retry_count=rate_limit_retries),
         AsyncConnectionErrorRetryHandler(max_retry_count=2),
-        AsyncServerErrorRetryHandler(max_retry_count=2),
+        GatewayErrorRetryHandler(max_retry_count=2),
     ]
     return BudgetedWebClient(
         budget=budget or RateBudget(),
@@ -64,33 +85,58 @@ def normalise_base_url(base_url: str | None) -> str:
 
 
 def error_code(error: BaseException) -> str:
-    """Slack's error code (`channel_not_found`, `ratelimited`, ...) or the exception's type name.
+    """Slack's error code (`channel_not_found`, `ratelimited`, ...), `http_<status>` or
+    `not_json` for answers that are not Slack's JSON, or else the exception's type name.
 
     Safe to log: it never contains the request, so never a token.
     """
     if isinstance(error, SlackApiError):
-        code = error.response.get("error") if error.response is not None else None
-        if error.response is not None and error.response.status_code == 429:
+        status = _status(error)
+        if status == 429:
             return "ratelimited"
-        return str(code) if code else f"http_{getattr(error.response, 'status_code', '?')}"
+        data = _data(error)
+        if data is None:
+            return f"http_{status}" if status and status != 200 else "not_json"
+        code = data.get("error")
+        return str(code) if code else f"http_{status or '?'}"
     return type(error).__name__
 
 
 def is_transient(error: BaseException) -> bool:
-    """True when the same Slack call may succeed later (rate limits, 5xx, network trouble)."""
+    """True when the same Slack call may succeed later (rate limits, 5xx, network trouble,
+    and any answer that is not Slack's JSON, such as a proxy's HTML error page)."""
     if isinstance(error, SlackApiError):
-        status = error.response.status_code if error.response is not None else 0
-        return status == 429 or status >= 500 or error_code(error) in TRANSIENT_ERRORS
+        status = _status(error)
+        if status == 429 or status >= 500 or _data(error) is None:
+            return True
+        return error_code(error) in TRANSIENT_ERRORS
     if isinstance(error, SlackClientError):
         return False
     return isinstance(error, aiohttp.ClientError | OSError | TimeoutError)
+
+
+def _status(error: SlackApiError) -> int:
+    """The HTTP status, whatever slack_sdk put in `response` (its response, or aiohttp's)."""
+    response = error.response
+    status = getattr(response, "status_code", None)
+    if status is None:
+        status = getattr(response, "status", None)
+    return status if isinstance(status, int) else 0
+
+
+def _data(error: SlackApiError) -> Mapping[str, Any] | None:
+    """Slack's JSON answer, or None when the body was not Slack's JSON (HTML, text, garbage)."""
+    data = getattr(error.response, "data", None)
+    if isinstance(data, Mapping) and "ok" in data:
+        return data
+    return None
 
 
 def retry_after(error: BaseException) -> float | None:
     """The Retry-After of a 429 that slack_sdk's own retries did not absorb, in seconds."""
     if not isinstance(error, SlackApiError) or error.response is None:
         return None
-    headers = error.response.headers or {}
+    headers = getattr(error.response, "headers", None) or {}
     for name, value in headers.items():
         if name.lower() == "retry-after":
             raw = value[0] if isinstance(value, list) else value

@@ -31,9 +31,9 @@ from typing import Any
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.blocks import markdown_message
+from bot.blocks import defuse_mentions, feedback_blocks, markdown_message
+from bot.capabilities import Feature
 from bot.slack_client import error_code, is_transient, retry_after
-from bot.summary_feedback import feedback_blocks
 from bot.thread_writer import SlackTarget, ThreadWriter
 from scheduler.dag.drafts import Draft, Drafts
 from scheduler.dag.plan import TaskKind
@@ -250,8 +250,11 @@ class LiveSummaries:
             except (SlackApiError, SlackClientError) as error:
                 log.warning("streaming run %s's summary: %s", live.run_id, error_code(error))
                 if not is_transient(error):
-                    if not live.messages and live.target.team_id:
-                        self._writer.no_stream_teams.add(live.target.team_id)
+                    if not live.messages:
+                        target = live.target
+                        self._writer.facts.remember(
+                            Feature.STREAMING, target.team_id, target.channel
+                        )
                     live.off = True  # `finish` completes the message some legal way
                     return
                 if retry_after(error) is None and live.messages:
@@ -289,7 +292,8 @@ class LiveSummaries:
     async def _flush(self, live: _Live) -> bool:
         """Send what is new; True when more is already waiting (a rolled-over message)."""
         assert live.target is not None
-        text, shown = streamable(live.raw), live.shown
+        # Mentions the model writes are made inert, as in every other rendering of its text.
+        text, shown = defuse_mentions(streamable(live.raw)), live.shown
         if not text.startswith(shown):
             return False  # the text changed under what was shown (a new attempt): see finish
         pending = text[len(shown) :]
@@ -469,7 +473,7 @@ class LiveSummaries:
                     await self._stop_quietly(target, message.ts)
                 await self._client.chat_delete(channel=target.channel, ts=message.ts)
                 continue
-            part, last = parts[index], index == len(parts) - 1
+            part, last = defuse_mentions(parts[index]), index == len(parts) - 1
             blocks = feedback_blocks(run_id) if last else []
             fits = len(part.encode()) <= MESSAGE_BYTES_LIMIT  # else Slack refuses the stop
             if message.streaming and message.known and fits and part.startswith(message.text):
@@ -481,7 +485,7 @@ class LiveSummaries:
             elif message.known and message.text == part and not blocks:
                 placed.append(message.ts)  # rolled over at the same place the final split cuts
                 continue
-            body = markdown_message(part)
+            body = markdown_message(parts[index])
             await self._client.chat_update(
                 channel=target.channel,
                 ts=message.ts,

@@ -16,6 +16,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.blocks import SlackMessage, classic_markdown_message, markdown_message
 from bot.budgeted_client import BudgetedWebClient
+from bot.capabilities import REFUSED_CONTENT, ChannelFacts, Feature
 from bot.slack_client import error_code
 from scheduler.dag.state import Run
 
@@ -51,10 +52,9 @@ class SlackTarget:
 
 
 class ThreadWriter:
-    def __init__(self, client: AsyncWebClient) -> None:
+    def __init__(self, client: AsyncWebClient, facts: ChannelFacts | None = None) -> None:
         self._client = client
-        self.no_markdown_teams: set[str] = set()
-        self.no_stream_teams: set[str] = set()
+        self.facts = facts or ChannelFacts()
 
     async def post_summary_part(
         self,
@@ -73,14 +73,14 @@ class ThreadWriter:
         chat.startStream needs the recipient's user and team ids outside DMs, and a stream
         must be able to start and stop within Slack's Tier 2 budget.
         """
-        if target.team_id in self.no_stream_teams:
+        if self.facts.refuses(Feature.STREAMING, target.team_id, target.channel):
             return False
         if not (target.channel.startswith("D") or (target.user and target.team_id)):
             return False
         return _stream_budget_free(self._client)
 
     def _summary_message(self, target: SlackTarget, part: str) -> SlackMessage:
-        if target.team_id in self.no_markdown_teams:
+        if self.facts.refuses(Feature.MARKDOWN_BLOCK, target.team_id, target.channel):
             return classic_markdown_message(part)
         return markdown_message(part)
 
@@ -95,11 +95,12 @@ class ThreadWriter:
         try:
             return await self.post(target, message, metadata)
         except SlackApiError as error:
-            if error_code(error) != "invalid_blocks" or target.team_id in self.no_markdown_teams:
+            if error_code(error) not in REFUSED_CONTENT or self.facts.refuses(
+                Feature.MARKDOWN_BLOCK, target.team_id, target.channel
+            ):
                 raise
-            log.warning("markdown block rejected in team %s; using mrkdwn", target.team_id)
-            if target.team_id:
-                self.no_markdown_teams.add(target.team_id)
+            log.warning("markdown block refused in channel %s; using mrkdwn", target.channel)
+            self.facts.remember(Feature.MARKDOWN_BLOCK, target.team_id, target.channel)
             classic = _with_blocks(classic_markdown_message(part), extra_blocks)
             return await self.post(target, classic, metadata)
 

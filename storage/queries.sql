@@ -98,6 +98,16 @@ CREATE INDEX tasks_finished ON tasks (status, finished_at);
 CREATE INDEX runs_created ON runs (created_at);
 CREATE INDEX inbox_received ON inbox (received_at);
 
+-- name: migration_4
+-- Feedback buttons on a run's summary: one vote per person and run (the latest press counts).
+CREATE TABLE feedback (
+    run_id  TEXT NOT NULL REFERENCES runs (id),
+    user_id TEXT NOT NULL,
+    value   TEXT NOT NULL,
+    at      REAL NOT NULL,
+    PRIMARY KEY (run_id, user_id)
+);
+
 -- name: insert_run
 INSERT INTO runs (id, goal, status, requester, thread_key, parent_run_id, meta_json,
                   created_at, updated_at)
@@ -229,3 +239,13 @@ ORDER BY runs.created_at;
 SELECT runs.* FROM runs JOIN deliveries ON deliveries.run_id = runs.id
 WHERE deliveries.plan_style = :plan_style
 ORDER BY runs.created_at DESC LIMIT :limit;
+
+-- name: upsert_feedback
+-- Returns a row only when the vote is new or changed: a replayed press changes nothing.
+INSERT INTO feedback (run_id, user_id, value, at) VALUES (:run_id, :user_id, :value, :at)
+ON CONFLICT (run_id, user_id) DO UPDATE SET value = excluded.value, at = excluded.at
+WHERE feedback.value <> excluded.value
+RETURNING run_id;
+
+-- name: select_feedback_counts
+SELECT value, COUNT(*) AS votes FROM feedback WHERE run_id = :run_id GROUP BY value;

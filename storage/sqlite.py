@@ -399,6 +399,12 @@ class SqliteStore:
             )
         )
 
+    async def record_feedback(self, run_id: str, user_id: str, value: str) -> bool:
+        params = {"run_id": run_id, "user_id": user_id, "value": value, "at": time.time()}
+        return await self._write(
+            lambda db: bool(db.execute(query("upsert_feedback"), params).fetchall())
+        )
+
     # -- reads --------------------------------------------------------------------------------
 
     async def _fetchall(self, sql: str, params: dict[str, Any] | None = None) -> list[sqlite3.Row]:
@@ -465,6 +471,10 @@ class SqliteStore:
             {"run_id": run_id, "kinds": json.dumps([kind.value for kind in kinds])},
         )
         return _event_from_row(row) if row is not None else None
+
+    async def feedback(self, run_id: str) -> dict[str, int]:
+        rows = await self._fetchall(query("select_feedback_counts"), {"run_id": run_id})
+        return {str(row["value"]): int(row["votes"]) for row in rows}
 
     # -- delivery ------------------------------------------------------------------------------
 

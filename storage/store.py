@@ -121,6 +121,15 @@ class Store(Protocol):
         """The run's token usage summed per task and model, in order of first use."""
         ...
 
+    async def record_feedback(self, run_id: str, user_id: str, value: str) -> bool:
+        """Record a person's vote on a run (their latest counts); False when nothing changed,
+        as when Slack replays a press."""
+        ...
+
+    async def feedback(self, run_id: str) -> dict[str, int]:
+        """Votes on a run by value, e.g. `{"good": 3, "bad": 1}`."""
+        ...
+
     # -- delivery (what a front end has shown of a run; see records.Delivery) ---------------
 
     async def delivery(self, run_id: str) -> Delivery:

@@ -3,8 +3,12 @@
 It serves `GET|POST /api/<method>` with form, query or JSON bodies (as slack_sdk sends them),
 checks `Authorization: Bearer <token>`, keeps the messages it was sent (so `chat.update`,
 `conversations.replies` and streaming work against real state) and enforces Slack's limits
-(50 blocks, 3,000 characters of section text, 4,000 characters of message text, 12,000 of
-markdown), so code that breaks them fails here as it would on Slack.
+(50 blocks, 3,000 characters of section text, 40,000 of message text, 12,000 of markdown,
+about 12,000 of text across all of one message's blocks, non-empty rich text and task-card
+titles, the four task-card statuses, the shape of feedback buttons and URL sources), so code
+that breaks them fails here as it would on Slack. `slack.outage(...)` makes it answer like
+Slack (or a proxy in front of it) does when it is down: dropped connections, an HTML 502, a
+plain-text 503, or a 200 whose body is not JSON.
 
 Usage::
 
@@ -40,7 +44,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import pytest_asyncio
 from aiohttp import web
@@ -54,7 +58,7 @@ FAKE_BOT_ID = "B0FAKEBOT"
 
 MAX_BLOCKS = 50
 MAX_SECTION_TEXT = 3000
-MAX_MESSAGE_TEXT = 4000
+MAX_MESSAGE_TEXT = 40000
 MAX_MARKDOWN_TEXT = 12000
 MAX_STREAMED_TEXT = 11000
 """UTF-8 bytes of text a streamed message holds before Slack answers `msg_too_long` (measured
@@ -241,6 +245,7 @@ class FakeSlack:
         self.max_message_text = MAX_MESSAGE_TEXT
         self.max_streamed_text = MAX_STREAMED_TEXT
         self._failures: list[_Failure] = []
+        self.down: Outage | None = None
         self._changed = asyncio.Condition()
         self._seq = itertools.count(1)
         self._ts_counter = itertools.count(1)
@@ -412,6 +417,8 @@ class FakeSlack:
     async def handle(self, request: web.Request) -> web.Response:
         method = request.match_info["method"]
         body = await _parse_body(request)
+        if self.down is not None:
+            return await self._answer_outage(request, method, body)
         token = _bearer(request) or _str(body.pop("token", None))
         gate = self._gates.get(method)
         if gate is not None:
@@ -471,6 +478,51 @@ class FakeSlack:
                 headers["Retry-After"] = str(failure.retry_after)
             raise SlackError(failure.error, status=failure.status, headers=headers)
 
+    # ---- outage (Slack or a proxy in front of it is down) -----------------------------------
+
+    def outage(self, kind: Outage = "connection") -> None:
+        """Answer every call like a Slack that is down, until `restore()`: `connection` drops
+        the connection unanswered, `html` is a proxy's HTML 502, `text` a plain-text 503 and
+        `bad_json` a 200 whose body is not JSON. Calls are still recorded (status, `ok=False`)."""
+        self.down = kind
+
+    def restore(self) -> None:
+        """End an `outage`: calls are answered normally again."""
+        self.down = None
+
+    async def _answer_outage(
+        self, request: web.Request, method: str, body: dict[str, Any]
+    ) -> web.Response:
+        kind = self.down
+        status = {"connection": 0, "html": 502, "text": 503, "bad_json": 200}[kind or "connection"]
+        self.calls.append(
+            SlackCall(
+                seq=next(self._seq),
+                method=method,
+                body=body,
+                token=_bearer(request),
+                status=status,
+                ok=False,
+                error=f"outage:{kind}",
+            )
+        )
+        await self._notify()
+        if kind == "html":
+            page = (
+                "<html><head><title>502 Bad Gateway</title></head><body>Bad Gateway</body></html>"
+            )
+            return web.Response(status=502, text=page, content_type="text/html")
+        if kind == "text":
+            return web.Response(
+                status=503, text="upstream connect error", content_type="text/plain"
+            )
+        if kind == "bad_json":
+            return web.Response(status=200, text="<html>oops", content_type="application/json")
+        # A dropped connection: the client sees the socket close without an answer.
+        if request.transport is not None:
+            request.transport.close()
+        raise ConnectionResetError("fake Slack outage")
+
     # ---- validation ------------------------------------------------------------------------
 
     def _check_content(self, body: dict[str, Any], *, required: bool = True) -> None:
@@ -513,8 +565,11 @@ class FakeSlack:
                 markdown_total += len(str(block.get("text", "")))
         if markdown_total > MAX_MARKDOWN_TEXT:
             problems.append("markdown blocks exceed 12000 characters")
+        problems.extend(block_shape_problems(blocks))
         if problems:
             raise SlackError("invalid_blocks", extra={"errors": problems})
+        if blocks_text_length(blocks) > MAX_BLOCKS_TEXT:
+            raise SlackError("msg_blocks_too_long")
 
     def _existing(self, channel: str, ts: str) -> FakeMessage:
         message = self.messages.get((channel, ts))
@@ -798,6 +853,169 @@ class FakeSlack:
         # Retry-After is whole seconds of real time: Slack's wait, on this clock's speed.
         real = max(1, math.ceil(wait / self.clock.speed))
         raise SlackError("ratelimited", status=429, headers={"Retry-After": str(real)})
+
+
+# ---- content rules Slack enforces beyond the block count ---------------------------------------
+
+MAX_BLOCKS_TEXT = 12000
+"""Slack's undocumented cap on the text of all of one message's blocks (`msg_blocks_too_long`)."""
+TASK_CARD_STATUSES = frozenset({"pending", "in_progress", "complete", "error"})
+MAX_FEEDBACK_TEXT = 75
+MAX_FEEDBACK_VALUE = 2000
+MAX_CONTEXT_ACTIONS = 5
+MAX_ACTION_ID = 255
+
+Outage = Literal["connection", "html", "text", "bad_json"]
+
+
+def blocks_text_length(blocks: Iterable[Any]) -> int:
+    """Characters of visible text across blocks, nested ones included: what Slack caps."""
+    return sum(len(text) for text in _block_texts(blocks))
+
+
+def block_shape_problems(blocks: Iterable[Any]) -> list[str]:
+    """What Slack's block validation refuses in these blocks (empty: nothing), by JSON pointer.
+
+    Task cards need a non-empty `task_id` and `title` and one of the four statuses; rich text
+    `text` elements must not be empty; `context_actions` holds one to five feedback or icon
+    buttons, and feedback buttons need both buttons with plain text (75) and a value (2,000).
+    """
+    problems: list[str] = []
+    for index, block in enumerate(_walk_blocks(blocks)):
+        where = f"/blocks/{index}"
+        kind = block.get("type")
+        if kind == "task_card":
+            problems.extend(_task_card_problems(block, where))
+        elif kind == "plan":
+            if not _nonblank(block.get("title")):
+                problems.append(f"must provide a title [json-pointer:{where}/title]")
+        elif kind == "rich_text":
+            problems.extend(_rich_text_problems(block, where))
+        elif kind == "context_actions":
+            problems.extend(_context_actions_problems(block, where))
+        elif kind == "section":
+            text = block.get("text")
+            if isinstance(text, dict) and not _nonblank(text.get("text")):
+                problems.append(f"must be more than 0 characters [json-pointer:{where}/text/text]")
+        elif kind == "header":
+            text = block.get("text")
+            if not isinstance(text, dict) or not _nonblank(text.get("text")):
+                problems.append(f"must be more than 0 characters [json-pointer:{where}/text/text]")
+        elif kind == "context":
+            for n, element in enumerate(_list_of(block.get("elements"))):
+                if element.get("type") in ("mrkdwn", "plain_text") and not _nonblank(
+                    element.get("text")
+                ):
+                    problems.append(
+                        f"must be more than 0 characters [json-pointer:{where}/elements/{n}/text]"
+                    )
+    return problems
+
+
+def _task_card_problems(card: dict[str, Any], where: str) -> list[str]:
+    problems: list[str] = []
+    if not _nonblank(card.get("task_id")):
+        problems.append(f"must provide a task_id [json-pointer:{where}/task_id]")
+    if not _nonblank(card.get("title")):
+        problems.append(f"must provide a non-empty title [json-pointer:{where}/title]")
+    if card.get("status") not in TASK_CARD_STATUSES:
+        problems.append(
+            f"must be one of {sorted(TASK_CARD_STATUSES)} [json-pointer:{where}/status]"
+        )
+    for key in ("details", "output"):
+        if key in card:
+            part = card[key]
+            if not isinstance(part, dict) or part.get("type") != "rich_text":
+                problems.append(f"must be a rich_text block [json-pointer:{where}/{key}]")
+            else:
+                problems.extend(_rich_text_problems(part, f"{where}/{key}"))
+    if "sources" in card:
+        sources = card["sources"]
+        if not isinstance(sources, list):
+            problems.append(f"must be an array [json-pointer:{where}/sources]")
+        else:
+            for n, source in enumerate(sources):
+                if (
+                    not isinstance(source, dict)
+                    or source.get("type") != "url"
+                    or not _nonblank(source.get("url"))
+                    or not _nonblank(source.get("text"))
+                ):
+                    problems.append(
+                        f"must be a url source with url and text [json-pointer:{where}/sources/{n}]"
+                    )
+    return problems
+
+
+def _rich_text_problems(block: dict[str, Any], where: str) -> list[str]:
+    problems: list[str] = []
+    elements = block.get("elements")
+    if not isinstance(elements, list) or not elements:
+        return [f"must provide elements [json-pointer:{where}/elements]"]
+
+    def visit(items: list[Any], path: str) -> None:
+        for n, item in enumerate(items):
+            if not isinstance(item, dict):
+                problems.append(f"must be an object [json-pointer:{path}/{n}]")
+                continue
+            kind = item.get("type")
+            nested = item.get("elements")
+            if kind == "text" and not (isinstance(item.get("text"), str) and item["text"]):
+                problems.append(f"must be more than 0 characters [json-pointer:{path}/{n}/text]")
+            elif kind == "link" and not _nonblank(item.get("url")):
+                problems.append(f"must provide a url [json-pointer:{path}/{n}/url]")
+            elif isinstance(nested, list):
+                visit(nested, f"{path}/{n}/elements")
+
+    visit(elements, f"{where}/elements")
+    return problems
+
+
+def _context_actions_problems(block: dict[str, Any], where: str) -> list[str]:
+    elements = block.get("elements")
+    if not isinstance(elements, list) or not 1 <= len(elements) <= MAX_CONTEXT_ACTIONS:
+        return [f"must hold 1 to {MAX_CONTEXT_ACTIONS} elements [json-pointer:{where}/elements]"]
+    problems: list[str] = []
+    for n, element in enumerate(elements):
+        path = f"{where}/elements/{n}"
+        kind = element.get("type") if isinstance(element, dict) else None
+        if kind not in ("feedback_buttons", "icon_button"):
+            problems.append(f"unsupported element type: {kind} [json-pointer:{path}]")
+            continue
+        assert isinstance(element, dict)
+        action_id = element.get("action_id")
+        if action_id is not None and (
+            not isinstance(action_id, str) or len(action_id) > MAX_ACTION_ID
+        ):
+            problems.append(f"must be a string of at most 255 [json-pointer:{path}/action_id]")
+        if kind != "feedback_buttons":
+            continue
+        for side in ("positive_button", "negative_button"):
+            button = element.get(side)
+            text = button.get("text") if isinstance(button, dict) else None
+            value = button.get("value") if isinstance(button, dict) else None
+            if (
+                not isinstance(text, dict)
+                or text.get("type") != "plain_text"
+                or not _nonblank(text.get("text"))
+                or len(str(text.get("text"))) > MAX_FEEDBACK_TEXT
+            ):
+                problems.append(
+                    f"must provide plain_text of 1-75 [json-pointer:{path}/{side}/text]"
+                )
+            if not _nonblank(value) or len(str(value)) > MAX_FEEDBACK_VALUE:
+                problems.append(
+                    f"must provide a value of 1-2000 [json-pointer:{path}/{side}/value]"
+                )
+    return problems
+
+
+def _nonblank(value: Any) -> bool:
+    return isinstance(value, str) and bool(value.strip())
+
+
+def _list_of(value: Any) -> list[dict[str, Any]]:
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
 
 
 # ---- helpers ---------------------------------------------------------------------------------

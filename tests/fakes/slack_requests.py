@@ -324,8 +324,15 @@ class SlackSender:
         message_ts: str,
         thread_ts: str | None = None,
         response_url: str = "https://hooks.slack.com/actions/T0/1/x",
+        trigger_id: str | None = None,
+        action_ts: str | None = None,
+        element_type: str = "button",
     ) -> Delivery:
-        """A click on a button of a message: a `block_actions` payload, form-encoded."""
+        """A click on a button of a message: a `block_actions` payload, form-encoded.
+
+        Pass the `trigger_id` and `action_ts` of an earlier click to replay that very click;
+        `element_type="feedback_buttons"` sends a press of a feedback button.
+        """
         message: dict[str, Any] = {"type": "message", "ts": message_ts, "text": "", "blocks": []}
         container: dict[str, Any] = {
             "type": "message",
@@ -347,7 +354,7 @@ class SlackSender:
             "api_app_id": self.api_app_id,
             "token": "legacy-verification-token",
             "container": container,
-            "trigger_id": f"{uuid.uuid4().int % 10**13}.{uuid.uuid4().hex[:12]}",
+            "trigger_id": trigger_id or f"{uuid.uuid4().int % 10**13}.{uuid.uuid4().hex[:12]}",
             "team": {"id": self.team_id, "domain": "fake"},
             "enterprise": None,
             "is_enterprise_install": False,
@@ -361,8 +368,8 @@ class SlackSender:
                     "block_id": "dagbot_actions",
                     "text": {"type": "plain_text", "text": action_id, "emoji": True},
                     "value": value,
-                    "type": "button",
-                    "action_ts": f"{time.time():.6f}",
+                    "type": element_type,
+                    "action_ts": action_ts or f"{time.time():.6f}",
                 }
             ],
         }

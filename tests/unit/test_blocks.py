@@ -513,7 +513,7 @@ def test_home_view_lists_runs_with_links() -> None:
     )
     assert "Goal number 2 &lt;with&gt;" in rendered
     assert "<!date^1700000001^{date_short_pretty} at {time}|1700000001>" in rendered
-    assert ":white_check_mark: succeeded" in rendered
+    assert ":white_check_mark: done" in rendered
 
 
 def test_home_view_empty_and_huge() -> None:

@@ -13,6 +13,7 @@ from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from bot.slack_client import (
     SLACK_API_URL,
+    GatewayErrorRetryHandler,
     error_code,
     is_transient,
     make_client,
@@ -50,8 +51,9 @@ def test_retry_handlers_are_installed() -> None:
     assert set(kinds) == {
         AsyncRateLimitErrorRetryHandler,
         AsyncConnectionErrorRetryHandler,
-        AsyncServerErrorRetryHandler,
+        GatewayErrorRetryHandler,
     }
+    assert issubclass(GatewayErrorRetryHandler, AsyncServerErrorRetryHandler)
     assert kinds[AsyncRateLimitErrorRetryHandler].max_retry_count == 3
 
 

@@ -76,7 +76,7 @@ async def test_form_bodies_are_parsed_like_json_ones(slack: FakeSlack) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "error"),
     [
-        ({"text": "x" * 4001}, "msg_too_long"),
+        ({"text": "x" * 40_001}, "msg_too_long"),
         ({"text": "x", "blocks": [{"type": "divider"}] * 51}, "invalid_blocks"),
         (
             {
