@@ -92,7 +92,7 @@ async def test_the_summary_streams_while_it_is_written(slack: FakeSlack, db_path
         [summary] = summaries(slack, thread)
         assert summary.ts == start.response["ts"]
         assert not summary.streaming
-        assert summary.text == "The answer is <@U1>.\n\nMore."
+        assert summary.text == "The answer is &lt;@U1&gt;.\n\nMore.", "model mentions defused"
         [feedback] = feedback_of(summary)
         assert feedback["elements"][0]["type"] == "feedback_buttons"
         assert (
