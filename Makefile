@@ -30,6 +30,7 @@ bench: install
 	$(BIN)/python -m benchmarks.overhead
 	$(BIN)/python -m benchmarks.concurrent_runs
 	$(BIN)/python -m benchmarks.startup
+	$(BIN)/python -m benchmarks.mcp_startup
 	$(BIN)/python -m benchmarks.slack_latency
 	$(BIN)/python -m benchmarks.tool_selection
 

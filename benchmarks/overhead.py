@@ -61,6 +61,8 @@ class CommitEachTransition(SqliteStore):
         async with self._one_at_a_time:
             unused: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
             [event] = await self._write_batch([(transition, time.time(), unused)])
+        if isinstance(event, BaseException):
+            raise event
         return event
 
 

@@ -72,6 +72,13 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     runs.add_argument(
         "--limit", type=int, default=20, help="how many recent runs to list (default: 20)"
     )
+    orphan = runs.add_mutually_exclusive_group()
+    orphan.add_argument(
+        "--resume", action="store_true", help="carry on a terminal run whose process stopped"
+    )
+    orphan.add_argument(
+        "--cancel", action="store_true", help="cancel a terminal run whose process stopped"
+    )
     return parser
 
 
@@ -83,6 +90,12 @@ def main(argv: list[str] | None = None, *, prog: str | None = None) -> int:
         from bot.cli import run_goal
 
         return run_goal(args.goal)
+    if args.command == "runs" and (args.resume or args.cancel):
+        from bot.cli import take_back_run
+
+        if args.run_id is None:
+            return take_back_run("", cancel=args.cancel)
+        return take_back_run(args.run_id, cancel=args.cancel)
     if args.command == "runs":
         from bot.runs_command import show_runs
 

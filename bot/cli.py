@@ -35,6 +35,7 @@ from scheduler.dag.engine import Engine
 from scheduler.dag.state import RunView
 from scheduler.errors import SchedulerError
 from storage.errors import StorageError
+from storage.leases import OwnerKind
 from storage.records import Event, EventKind, RunStatus
 
 USAGE_EXAMPLE = 'dagbot run "What time is it in Tokyo?"'
@@ -73,9 +74,53 @@ def run_goal(goal: str) -> int:
         return EXIT_INTERRUPTED
 
 
+def take_back_run(run_id: str, *, cancel: bool) -> int:
+    """Resume (showing progress) or cancel a terminal run whose process stopped."""
+    try:
+        settings = load_settings()
+    except ConfigError as error:
+        return stop(str(error))
+    prepare_output()
+    display: Display = LineDisplay(sys.stdout)
+    try:
+        return asyncio.run(_take_back(settings, run_id, cancel, display))
+    except KeyboardInterrupt:
+        print("Interrupted.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+async def _take_back(settings: Settings, run_id: str, cancel: bool, display: Display) -> int:
+    try:
+        async with open_runtime(settings, kind=OwnerKind.TERMINAL) as runtime:
+            engine, store = runtime.engine, runtime.store
+            record = await store.find_run(run_id)
+            if record is None:
+                return stop(f"No run matches {run_id!r}. List runs with: dagbot runs")
+            lease = await store.lease(record.id)
+            if record.status.finished:
+                return stop(f"Run {record.id} is already {record.status.value}.")
+            if lease is not None and lease.kind is not OwnerKind.TERMINAL:
+                return stop(f"Run {record.id} belongs to the Slack bot, which carries it on.")
+            if not await engine.adopt(record.id):
+                holder = lease.owner if lease is not None else "another process"
+                return stop(
+                    f"Run {record.id} is still being worked on by {holder}; try again once "
+                    "that process has stopped."
+                )
+            if cancel:
+                await engine.cancel(record.id)  # before its driver ran a step
+                view = await engine.view(record.id)
+            else:
+                view, _ = await follow_run(engine, record.goal, display, resumed=record.id)
+            display.finish(view)
+    except (ConfigError, SchedulerError, StorageError) as error:
+        return stop(str(error))
+    return EXIT_OK if view.run.status is RunStatus.SUCCEEDED else EXIT_RUN_FAILED
+
+
 async def _run_goal(settings: Settings, goal: str, display: Display) -> int:
     try:
-        async with open_runtime(settings) as runtime:
+        async with open_runtime(settings, kind=OwnerKind.TERMINAL) as runtime:
             view, why = await follow_run(runtime.engine, goal, display)
             if why != "pipe":
                 with contextlib.suppress(OutputClosed):
@@ -94,14 +139,20 @@ async def _run_goal(settings: Settings, goal: str, display: Display) -> int:
     return EXIT_OK if view.run.status is RunStatus.SUCCEEDED else EXIT_RUN_FAILED
 
 
-async def follow_run(engine: Engine, goal: str, display: Display) -> tuple[RunView, str | None]:
+async def follow_run(
+    engine: Engine, goal: str, display: Display, *, resumed: str | None = None
+) -> tuple[RunView, str | None]:
     """Submit the goal, show each event as it is committed, cancel the run when told to stop.
 
     Returns the final view and why the run was stopped from here: "interrupt" (Ctrl-C),
-    "terminate" (SIGTERM), "pipe" (stdout closed), or None.
+    "terminate" (SIGTERM), "pipe" (stdout closed), or None. `resumed`: follow that run
+    instead, just adopted by this engine (nothing is submitted).
     """
     with engine.bus.subscribe() as events:
-        run = await engine.submit(goal, meta={"source": "terminal"})
+        if resumed is None:
+            run = await engine.submit(goal, meta={"source": "terminal"})
+        else:
+            run = (await engine.view(resumed)).run
         cancelling: list[asyncio.Task[bool]] = []
         why: list[str] = []
         shown = [True]

@@ -112,8 +112,17 @@ class SlackPublisher:
         self._subscription = self._engine.bus.subscribe()
         self._sync.summaries.start(self._engine.drafts)
         self._start_consumer()
+        await self._land_orphans()
+        # A process that dies right after a run finished leaves it unlanded and leased to it
+        # for a while: looked for again on every lease round.
+        self._engine.on_lease_round(self._land_orphans)
+
+    async def _land_orphans(self) -> None:
         for run_id in await self._engine.store.unlanded_runs():
-            self._mark(self._state(run_id))
+            if run_id in self._runs:
+                continue  # being landed here already
+            if await self._engine.take(run_id):  # its process is gone: land it here, once
+                self._mark(self._state(run_id))
 
     async def aclose(self) -> None:
         """Land every pending final state (one last attempt each), then stop."""
@@ -231,6 +240,8 @@ class SlackPublisher:
             state.dirty = False
             edited = False
             try:
+                if not await self._engine.owns(state.run_id):
+                    continue  # another process works on it now: it alone writes its messages
                 view = await self._engine.view(state.run_id)
                 target = SlackTarget.of(view.run)
                 if target is None:

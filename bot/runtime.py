@@ -15,22 +15,32 @@ from scheduler.planning.planner import LLMPlanner
 from scheduler.planning.shortlist import Budget
 from scheduler.tools.tool_step import ToolExecutor
 from scheduler.tools.toolbox import Toolbox, load_mcp_config
-from storage.sqlite import SqliteStore, open_store
+from storage.connect import open_store
+from storage.leases import Owner, OwnerKind
+from storage.store import Store
 
 
 @dataclass(frozen=True, kw_only=True)
 class Runtime:
     settings: Settings
-    store: SqliteStore
+    store: Store
     toolbox: Toolbox
     llm: LLM
     engine: Engine
 
 
 @asynccontextmanager
-async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
-    """Open everything a run needs; on exit, stop the engine (runs resume next time) and close."""
-    store = await open_store(settings.database_url)
+async def open_runtime(
+    settings: Settings, *, kind: OwnerKind = OwnerKind.BOT
+) -> AsyncIterator[Runtime]:
+    """Open everything a run needs; on exit, stop the engine (runs resume next time) and close.
+
+    `kind`: a bot shares work with other bots and takes over the runs of one that died; a
+    terminal works only on its own runs.
+    """
+    store = await open_store(
+        settings.database_url, owner=Owner(kind=kind, lease_seconds=settings.lease_seconds)
+    )
     try:
         toolbox = await Toolbox.start(load_mcp_config(settings.mcp_config_path()))
         try:
@@ -57,6 +67,7 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
                     task_timeout=settings.task_timeout,
                     retry=settings.retry_policies(),
                     max_tasks=settings.max_tasks,
+                    take_over=kind is OwnerKind.BOT,
                 ),
             )
             try:

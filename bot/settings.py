@@ -36,6 +36,7 @@ class Settings(BaseSettings):
     llm_timeout: float = Field(default=120.0, gt=0, alias="DAGBOT_LLM_TIMEOUT")
 
     database_url: str = Field(default="sqlite:///dagbot.sqlite3", alias="DATABASE_URL")
+    lease_seconds: float = Field(default=30.0, gt=0, le=3600, alias="DAGBOT_LEASE_SECONDS")
     mcp_config: Path | None = Field(default=None, alias="DAGBOT_MCP_CONFIG")
 
     max_concurrency: int = Field(default=8, ge=1, le=256, alias="DAGBOT_MAX_CONCURRENCY")

@@ -21,3 +21,14 @@ class DatabaseReplaced(StorageError):
 
 class StorageFull(StorageError):
     """Writes kept failing (disk full or I/O errors) for longer than the fault budget."""
+
+
+class LeaseLost(StorageError):
+    """This process no longer owns the run (its lease expired and another process took it)."""
+
+    @classmethod
+    def of(cls, run_id: str) -> LeaseLost:
+        return cls(
+            f"run {run_id} is no longer owned by this process (its lease expired and another "
+            "process took it over); this process stopped working on it"
+        )

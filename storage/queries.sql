@@ -108,10 +108,21 @@ CREATE TABLE feedback (
     PRIMARY KEY (run_id, user_id)
 );
 
+-- name: migration_5
+-- Ownership: every unfinished run is leased to one live process (storage/leases.py).
+-- DOUBLE PRECISION: the same text migrates PostgreSQL, where REAL would be 4 bytes.
+ALTER TABLE runs ADD COLUMN owner TEXT;
+ALTER TABLE runs ADD COLUMN owner_kind TEXT NOT NULL DEFAULT 'bot';
+ALTER TABLE runs ADD COLUMN lease_expires_at DOUBLE PRECISION;
+CREATE INDEX runs_unfinished_by_owner ON runs (owner) WHERE status IN ('planning', 'running');
+CREATE INDEX runs_unfinished_by_kind ON runs (owner_kind, created_at)
+    WHERE status IN ('planning', 'running');
+
 -- name: insert_run
 INSERT INTO runs (id, goal, status, requester, thread_key, parent_run_id, meta_json,
-                  created_at, updated_at)
-VALUES (:id, :goal, :status, :requester, :thread_key, :parent_run_id, :meta_json, :at, :at);
+                  created_at, updated_at, owner, owner_kind, lease_expires_at)
+VALUES (:id, :goal, :status, :requester, :thread_key, :parent_run_id, :meta_json, :at, :at,
+        :owner, :owner_kind, :expires);
 
 -- name: set_plan
 UPDATE runs SET plan_json = :plan_json, status = :status, updated_at = :at WHERE id = :id;
@@ -249,3 +260,36 @@ RETURNING run_id;
 
 -- name: select_feedback_counts
 SELECT value, COUNT(*) AS votes FROM feedback WHERE run_id = :run_id GROUP BY value;
+
+-- name: claim_expired_runs
+-- The caller's transaction is BEGIN IMMEDIATE: no other process can claim in between.
+UPDATE runs SET owner = :owner, lease_expires_at = :expires
+WHERE id IN (
+    SELECT id FROM runs
+    WHERE status IN ('planning', 'running') AND owner_kind = :kind
+      AND (lease_expires_at IS NULL OR lease_expires_at < :now)
+    ORDER BY created_at LIMIT :limit
+)
+RETURNING id;
+
+-- name: claim_run
+-- One run, by id, finished or not: free when its lease expired, or when it is already ours.
+UPDATE runs SET owner = :owner, lease_expires_at = :expires
+WHERE id = :id AND owner_kind = :kind
+  AND (owner = :owner OR lease_expires_at IS NULL OR lease_expires_at < :now)
+RETURNING id;
+
+-- name: renew_leases
+UPDATE runs SET lease_expires_at = :expires
+WHERE owner = :owner AND status IN ('planning', 'running')
+RETURNING id;
+
+-- name: release_leases
+UPDATE runs SET lease_expires_at = 0 WHERE owner = :owner AND lease_expires_at > :now;
+
+-- name: select_lease
+SELECT owner, owner_kind, lease_expires_at FROM runs WHERE id = :id;
+
+-- name: select_owned
+-- Which of the runs in the JSON array :ids this process still owns (checked in every commit).
+SELECT id FROM runs WHERE owner = :owner AND id IN (SELECT value FROM json_each(:ids));

@@ -22,9 +22,15 @@ from urllib.parse import urlparse
 
 import aiosqlite
 
-from domain.vocabulary import task_effect
-from storage.errors import DatabaseReplaced, StorageError, StorageFull, UnsupportedDatabaseURL
+from storage.errors import (
+    DatabaseReplaced,
+    LeaseLost,
+    StorageError,
+    StorageFull,
+    UnsupportedDatabaseURL,
+)
 from storage.faults import FaultPolicy, FileIdentity, backoff, is_write_fault
+from storage.leases import CLAIM_BATCH, Lease, Owner, OwnerKind
 from storage.opening import (
     check_header,
     connect,
@@ -46,6 +52,7 @@ from storage.records import (
     UsageRecord,
     UsageTotal,
 )
+from storage.rows import run_update_row, task_update_row
 from storage.sql import query
 
 INBOX_RETENTION_SECONDS = 7 * 24 * 3600
@@ -71,9 +78,9 @@ def sqlite_path(database_url: str) -> str:
     return path
 
 
-async def open_store(database_url: str) -> SqliteStore:
+async def open_store(database_url: str, *, owner: Owner | None = None) -> SqliteStore:
     """Open (creating if needed) and migrate the store named by DATABASE_URL."""
-    return await SqliteStore.open(sqlite_path(database_url))
+    return await SqliteStore.open(sqlite_path(database_url), owner=owner)
 
 
 class SqliteStore:
@@ -84,7 +91,9 @@ class SqliteStore:
         *,
         identity: FileIdentity | None = None,
         faults: FaultPolicy | None = None,
+        owner: Owner | None = None,
     ) -> None:
+        self.owner = owner or Owner()
         self._writer = writer
         self._identity = identity
         self.faults = faults or FaultPolicy()
@@ -105,7 +114,9 @@ class SqliteStore:
         """Write transactions committed by this store (tests and benchmarks count them)."""
 
     @classmethod
-    async def open(cls, path: str, *, faults: FaultPolicy | None = None) -> SqliteStore:
+    async def open(
+        cls, path: str, *, faults: FaultPolicy | None = None, owner: Owner | None = None
+    ) -> SqliteStore:
         memory = path == ":memory:"
         unclean = False
         if not memory:
@@ -119,7 +130,7 @@ class SqliteStore:
             # An in-memory database exists only for its own connection: read through it too.
             reader = writer if memory else await connect(path)
             identity = None if memory else FileIdentity.of(Path(path))
-            store = cls(writer, reader, identity=identity, faults=faults)
+            store = cls(writer, reader, identity=identity, faults=faults, owner=owner)
             before = time.time() - INBOX_RETENTION_SECONDS
             await store._write(_statement(query("prune_inbox"), {"before": before}))
         except BaseException:
@@ -134,6 +145,10 @@ class SqliteStore:
         while self._writes or (self._flusher is not None and not self._flusher.done()):
             waiting = [*self._writes, *([self._flusher] if self._flusher else [])]
             await asyncio.wait(waiting)
+        with contextlib.suppress(StorageError):
+            # A clean stop hands this process's runs to the next one at once.
+            release = {"owner": self.owner.id, "now": time.time()}
+            await self._write(_statement(query("release_leases"), release))
         if self._reader is not self._writer:
             await self._reader.close()
         await self._writer.close()
@@ -223,6 +238,9 @@ class SqliteStore:
             "parent_run_id": new.parent_run_id,
             "meta_json": json.dumps(new.meta),
             "at": now,
+            "owner": self.owner.id,
+            "owner_kind": self.owner.kind.value,
+            "expires": now + self.owner.lease_seconds,
         }
         created = Transition(run_id=run_id, kind=EventKind.RUN_CREATED)
 
@@ -269,6 +287,8 @@ class SqliteStore:
         ]
 
         def work(db: sqlite3.Connection) -> int:
+            if not self._owned(db, {run_id}):
+                raise LeaseLost.of(run_id)
             db.execute(query("set_plan"), run_row)
             db.executemany(query("insert_task"), task_rows)
             return _append_event(db, planned, now)
@@ -305,46 +325,90 @@ class SqliteStore:
                 if not isinstance(error, Exception):
                     raise
                 continue
-            for (_, _, future), event in zip(batch, events, strict=True):
-                if not future.done():
-                    future.set_result(event)
+            for (_, _, future), outcome in zip(batch, events, strict=True):
+                if future.done():
+                    continue
+                if isinstance(outcome, LeaseLost):
+                    future.set_exception(outcome)
+                else:
+                    future.set_result(outcome)
 
-    async def _write_batch(self, batch: Sequence[_Pending]) -> list[Event]:
-        run_updates = [
-            {"run_id": t.run_id, "status": t.run_status.value, "error": t.error, "at": at}
-            for t, at, _ in batch
-            if t.run_status is not None
-        ]
-        task_updates = [
-            {
-                "run_id": t.run_id,
-                "task_id": t.task_id,
-                "status": t.task_status.value,
-                "attempt_increment": 1 if t.new_attempt else 0,
-                "output": t.output,
-                "error": t.error,
-                "at": at,
-                **_effect_flags(t.task_status),
-            }
-            for t, at, _ in batch
-            if t.task_status is not None
-        ]
-        event_rows = [_event_row(t, at) for t, at, _ in batch]
+    async def _write_batch(self, batch: Sequence[_Pending]) -> list[Event | LeaseLost]:
+        owned: set[str] = set()
 
         # One statement per kind of row; the whole transaction is one hop to the connection's
         # thread.
         def work(db: sqlite3.Connection) -> int:
+            # The lease is checked in the commit itself: a process that lost a run records
+            # nothing more for it, however long it was paused.
+            owned.update(self._owned(db, {t.run_id for t, _, _ in batch}))
+            kept = [(t, at) for t, at, _ in batch if t.run_id in owned]
+            task_updates = [task_update_row(t, at) for t, at in kept if t.task_status is not None]
+            run_updates = [run_update_row(t, at) for t, at in kept if t.run_status is not None]
             if task_updates:
                 db.executemany(query("update_task"), task_updates)
             if run_updates:
                 db.executemany(query("update_run_status"), run_updates)
-            db.executemany(query("insert_event"), event_rows)
+            if kept:
+                db.executemany(query("insert_event"), [_event_row(t, at) for t, at in kept])
             [(last,)] = db.execute("SELECT last_insert_rowid()").fetchall()
-            return int(last)
+            return int(last) - len(kept) + 1
 
         # The write lock is held from BEGIN IMMEDIATE on, so the batch's rowids are contiguous.
-        first = await self._transaction(work) - len(batch) + 1
-        return [_event(seq, t, at) for seq, (t, at, _) in enumerate(batch, start=first)]
+        seq = await self._transaction(work)
+        results: list[Event | LeaseLost] = []
+        for transition, at, _ in batch:
+            if transition.run_id in owned:
+                results.append(_event(seq, transition, at))
+                seq += 1
+            else:
+                results.append(LeaseLost.of(transition.run_id))
+        return results
+
+    def _owned(self, db: sqlite3.Connection, run_ids: set[str]) -> set[str]:
+        params = {"owner": self.owner.id, "ids": json.dumps(sorted(run_ids))}
+        return {str(row[0]) for row in db.execute(query("select_owned"), params).fetchall()}
+
+    # -- leases -------------------------------------------------------------------------------
+
+    async def claim_expired(self, *, limit: int = CLAIM_BATCH) -> list[str]:
+        """Lease to this owner the unfinished runs of its kind whose lease has expired."""
+        now = time.time()
+        params = {
+            "owner": self.owner.id,
+            "kind": self.owner.kind.value,
+            "now": now,
+            "expires": now + self.owner.lease_seconds,
+            "limit": limit,
+        }
+        return await self._write(partial(_ids, query("claim_expired_runs"), params))
+
+    async def claim_run(self, run_id: str) -> bool:
+        """Lease one run of this owner's kind to it: when its lease expired or is ours."""
+        now = time.time()
+        params = {
+            "id": run_id,
+            "owner": self.owner.id,
+            "kind": self.owner.kind.value,
+            "now": now,
+            "expires": now + self.owner.lease_seconds,
+        }
+        return bool(await self._write(partial(_ids, query("claim_run"), params)))
+
+    async def renew_leases(self) -> set[str]:
+        """Extend this owner's leases; the unfinished runs it still owns."""
+        params = {"owner": self.owner.id, "expires": time.time() + self.owner.lease_seconds}
+        return set(await self._write(partial(_ids, query("renew_leases"), params)))
+
+    async def lease(self, run_id: str) -> Lease | None:
+        row = await self._fetchone(query("select_lease"), {"id": run_id})
+        if row is None:
+            return None
+        return Lease(
+            owner=row["owner"],
+            kind=OwnerKind(row["owner_kind"]),
+            expires_at=row["lease_expires_at"],
+        )
 
     async def limit_size(self, max_pages: int) -> int:
         """Cap the database at `max_pages` pages for this process (PRAGMA max_page_count).
@@ -539,16 +603,6 @@ class SqliteStore:
 # -- statements and rows <-> records ----------------------------------------------------------
 
 
-def _effect_flags(status: TaskStatus) -> dict[str, bool]:
-    effect = task_effect(status)
-    return {
-        "stamps_start": effect.stamps_start,
-        "stamps_finish": effect.stamps_finish,
-        "keeps_output": effect.keeps_output,
-        "keeps_error": effect.keeps_error,
-    }
-
-
 def _atomically(work: Work[_T], identity: FileIdentity | None, db: sqlite3.Connection) -> _T:
     db.execute("BEGIN IMMEDIATE")
     try:
@@ -561,6 +615,10 @@ def _atomically(work: Work[_T], identity: FileIdentity | None, db: sqlite3.Conne
             db.execute("ROLLBACK")
         raise
     return result
+
+
+def _ids(sql: str, params: dict[str, Any], db: sqlite3.Connection) -> list[str]:
+    return [str(row[0]) for row in db.execute(sql, params).fetchall()]
 
 
 def _statement(sql: str, params: dict[str, Any]) -> Work[None]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Collection
 from typing import Any, Protocol, overload
 
+from storage.leases import CLAIM_BATCH, Lease, Owner
 from storage.records import (
     Delivery,
     Event,
@@ -22,6 +23,9 @@ from storage.records import (
 
 
 class Store(Protocol):
+    owner: Owner
+    """Who this handle works for: the runs it creates or claims are leased to this owner."""
+
     @overload
     async def create_run(self, new: NewRun) -> tuple[RunRecord, Event]: ...
 
@@ -55,7 +59,8 @@ class Store(Protocol):
         transitions queued in one stretch of the event loop share a commit. `await
         store.record(t)` returns once it is committed. Transitions commit in the order record()
         is called, and a transition is committed even if its caller is cancelled while
-        waiting: the engine relies on all three.
+        waiting: the engine relies on all three. A transition of a run this owner no longer
+        leases is not committed: it raises LeaseLost (checked inside the commit).
         """
         ...
 
@@ -157,6 +162,29 @@ class Store(Protocol):
         """The newest runs whose delivery draws the plan in `plan_style`."""
         ...
 
+    # -- leases (storage/leases.py) ---------------------------------------------------------
+
+    async def claim_expired(self, *, limit: int = CLAIM_BATCH) -> list[str]:
+        """Lease to this owner the unfinished runs of its kind whose lease has expired.
+
+        Atomic across processes: each run is claimed by exactly one claimer.
+        """
+        ...
+
+    async def claim_run(self, run_id: str) -> bool:
+        """Lease one run (finished or not) of this owner's kind to it: when its lease expired
+        or is already this owner's. False otherwise."""
+        ...
+
+    async def renew_leases(self) -> set[str]:
+        """Extend this owner's leases by its lease time; the unfinished runs it still owns."""
+        ...
+
+    async def lease(self, run_id: str) -> Lease | None:
+        """A run's lease as stored (None for an unknown run)."""
+        ...
+
     async def close(self) -> None:
-        """Commit every write already handed in (even if its caller has gone), then close."""
+        """Commit the writes handed in, release this owner's leases (a clean stop hands its
+        runs to the next process at once), and close."""
         ...

@@ -27,13 +27,14 @@ from scheduler.dag.executors import (
     UsageSink,
 )
 from scheduler.dag.kinds import rules
+from scheduler.dag.ownership import LeaseKeeper
 from scheduler.dag.plan import Plan, PlanTask, TaskKind
 from scheduler.dag.retry import PLANNING, RetryPolicies, retry_delay
 from scheduler.dag.slots import SlotPolicy, SlotPool
 from scheduler.dag.state import Run, RunView, TaskState
 from scheduler.dag.validation import DEFAULT_MAX_TASKS, validate_plan
 from scheduler.errors import PlanInvalid, PlanningFailed, RunNotFound, TaskError
-from storage.errors import DatabaseReplaced, StorageError
+from storage.errors import DatabaseReplaced, LeaseLost, StorageError
 from storage.records import NewRun, UsageRecord, UsageTotal
 from storage.store import Store
 
@@ -61,6 +62,9 @@ class EngineConfig:
     max_tasks: int = DEFAULT_MAX_TASKS
     slot_policy: SlotPolicy = SlotPolicy.EARLIEST_RUN
     """Who gets a free process-wide slot: the earliest run's ready tasks, or first come."""
+    take_over: bool = False
+    """Keep claiming runs whose lease expired (their process died), as bots do; a terminal
+    only ever works on its own runs."""
 
 
 class Engine:
@@ -95,6 +99,12 @@ class Engine:
         self.database_lost = asyncio.Event()
         """Set once the database file was deleted or replaced: the process should stop."""
         self._cancelling: set[str] = set()
+        self._keeper = LeaseKeeper(
+            store,
+            working_on=lambda: set(self._drivers),
+            drop=self._drop,
+            take_over=self._take_over if self.config.take_over else None,
+        )
 
     # -- public API ------------------------------------------------------------------------------
 
@@ -157,13 +167,33 @@ class Engine:
         return Run.from_record(record)
 
     async def resume_all(self) -> list[str]:
-        """Pick up every run that a previous process left unfinished."""
+        """Claim and resume the unfinished runs whose lease expired (their process is gone).
+
+        Runs another live process owns are left to it; with `take_over`, runs whose owner dies
+        later are claimed as their leases expire.
+        """
+        self._keeper.start()
         resumed = [
-            run_id for run_id in await self.store.unfinished_runs() if run_id not in self._drivers
+            run_id for run_id in await self.store.claim_expired() if run_id not in self._drivers
         ]
         for run_id in resumed:
             self._start(run_id, given_plan=None, resumed=True)
         return resumed
+
+    async def adopt(self, run_id: str) -> bool:
+        """Claim one unfinished run of this process's kind whose owner is gone, and resume it.
+
+        False when it is finished, or another live process still holds it.
+        """
+        record = await self.store.get_run(run_id)
+        if record is None:
+            raise RunNotFound(run_id)
+        if run_id in self._drivers:
+            return True
+        if record.status.finished or not await self.store.claim_run(run_id):
+            return False
+        self._start(run_id, given_plan=None, resumed=True)
+        return True
 
     async def cancel(self, run_id: str) -> bool:
         """Cancel a run: running tasks are cancelled, the rest marked cancelled. False if idle.
@@ -193,6 +223,8 @@ class Engine:
         if record is None:
             raise RunNotFound(run_id)
         if record.status not in (RunStatus.FAILED, RunStatus.CANCELLED) or record.plan is None:
+            return False
+        if not await self.store.claim_run(run_id):
             return False
         tasks = [TaskState.from_record(t) for t in await self.store.get_tasks(run_id)]
         redo = [
@@ -224,6 +256,21 @@ class Engine:
 
     def is_active(self, run_id: str) -> bool:
         return run_id in self._drivers
+
+    async def owns(self, run_id: str) -> bool:
+        """Whether this process holds the run's lease: only the owner speaks for a run."""
+        lease = await self.store.lease(run_id)
+        return lease is not None and lease.owner == self.store.owner.id
+
+    def on_lease_round(self, hook: Callable[[], Awaitable[object]]) -> None:
+        """Call `hook` after every lease round (every third of the lease time, once a run has
+        been started or resumed here)."""
+        self._keeper.hooks.append(hook)
+
+    async def take(self, run_id: str) -> bool:
+        """Lease a run to this process without working on it (e.g. to land a finished run's
+        last messages after its process died); False while another live process holds it."""
+        return await self.store.claim_run(run_id)
 
     # -- reads and front-end bookkeeping (front ends reach storage only through these) ---------
 
@@ -292,6 +339,7 @@ class Engine:
 
     async def close(self) -> None:
         """Stop working without marking anything: unfinished runs resume on the next start."""
+        await self._keeper.stop()
         drivers = list(self._drivers.values())
         for driver in drivers:
             driver.cancel()
@@ -311,7 +359,24 @@ class Engine:
         for event in events:
             self._publish(event)
 
+    async def _take_over(self) -> None:
+        resumed = await self.resume_all()
+        if resumed:
+            log.info(
+                "resumed %d unfinished run(s) whose process stopped: %s",
+                len(resumed),
+                ", ".join(resumed),
+            )
+
+    def _drop(self, run_id: str, why: str) -> None:
+        """Stop driving a run this process no longer owns, recording nothing."""
+        driver = self._drivers.get(run_id)
+        if driver is not None and not driver.done():
+            log.warning("run %s: stopped working on it here: %s", run_id, why)
+            driver.cancel()
+
     def _start(self, run_id: str, *, given_plan: Plan | None, resumed: bool) -> None:
+        self._keeper.start()
         driver = asyncio.create_task(
             self._drive(run_id, given_plan, resumed), name=f"dagbot run {run_id}"
         )
@@ -381,6 +446,11 @@ class Engine:
                 await self._record_cancelled(run_id)
             raise
         except Exception as error:
+            if _lease_lost(error):
+                # Another process owns the run now (this one was paused or cut off past its
+                # lease): nothing more was recorded here, and that process carries it on.
+                log.warning("run %s: stopped working on it here: %s", run_id, LeaseLost.of(run_id))
+                return
             # A bug, or a store that stopped answering. Left alone the run would read as
             # running for ever, could not be cancelled, and would fail the same way on every
             # start: end it, with a message that says what happened.
@@ -617,3 +687,9 @@ async def _to_the_end(write: Awaitable[_T]) -> _T:
     except asyncio.CancelledError:
         await asyncio.wait([task])
         raise
+
+
+def _lease_lost(error: Exception) -> bool:
+    if isinstance(error, ExceptionGroup):
+        return error.subgroup(LeaseLost) is not None
+    return isinstance(error, LeaseLost)

@@ -25,13 +25,14 @@ NO_CONTENT = "(the tool returned no content)"
 def result_text(result: CallToolResult) -> str:
     """Text parts joined; structured content as JSON; images, audio and resources described.
 
-    Structured content is left out when a text part already carries it, as the spec asks servers
-    to do for older clients (and as the Python SDK does, wrapping plain returns as {"result": x}).
+    Structured content is left out when the text already carries it (the spec asks servers to
+    repeat it as text for older clients), whatever key the server wrapped it in, so an output is
+    stored, substituted and shown to the LLM once.
     """
     texts = [block.text for block in result.content if isinstance(block, TextContent)]
     parts = [describe_block(block) for block in result.content]
     structured = result.structured_content
-    if structured is not None and not _carried_by(structured, texts):
+    if structured is not None and not text_carries(structured, texts):
         parts.append(json.dumps(structured, ensure_ascii=False, indent=2))
     text = "\n".join(part for part in parts if part)
     return text or NO_CONTENT
@@ -78,19 +79,27 @@ def _decoded_size(data: str) -> int:
         return len(data)
 
 
-def _carried_by(structured: dict[str, Any], texts: list[str]) -> bool:
+def text_carries(structured: dict[str, Any], texts: list[str]) -> bool:
+    """Whether the text parts already say what `structured` says.
+
+    Servers wrap the same payload in different keys: the Python SDK `{"result": x}`,
+    server-filesystem `{"content": "<the text>"}`, server-memory `{"entities": [...]}` beside
+    the list as JSON text. So the whole object, or the value of its only key, may equal the
+    text or the JSON the text parses to.
+    """
     if not texts:
         return False
-    if set(structured) == {"result"} and _equal_to_text(structured["result"], "\n".join(texts)):
-        return True
-    return any(_parses_to(text, structured) for text in texts)
+    candidates: list[Any] = [structured]
+    if len(structured) == 1:
+        candidates.append(next(iter(structured.values())))
+    joined = "\n".join(texts)
+    sources = [joined, *texts] if len(texts) > 1 else [joined]
+    return any(_text_says(text, candidate) for candidate in candidates for text in sources)
 
 
-def _equal_to_text(value: Any, text: str) -> bool:
-    return value == text or _parses_to(text, value)
-
-
-def _parses_to(text: str, value: Any) -> bool:
+def _text_says(text: str, value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip() == text.strip()
     try:
         return bool(json.loads(text) == value)
     except ValueError:

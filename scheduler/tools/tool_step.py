@@ -12,7 +12,7 @@ from scheduler.tools.toolbox import Toolbox
 
 
 class ToolExecutor:
-    """Calls the task's tool with its arguments, references substituted as the schema wants.
+    """Calls the task's tool with its arguments (references typed as its schema wants) and key.
 
     The engine substitutes every `{{tN}}` as text; where an argument is exactly one reference and
     the tool's input schema wants a number, boolean, object or array there, the output is passed
@@ -31,7 +31,12 @@ class ToolExecutor:
         task = context.task
         if not task.tool:
             raise TaskError(f"Task {task.id!r} is a tool task but names no tool.")
-        return await self._toolbox.call(task.tool, self._arguments(context), timeout=self._timeout)
+        return await self._toolbox.call(
+            task.tool,
+            self._arguments(context),
+            timeout=self._timeout,
+            idempotency_key=context.idempotency_key,
+        )
 
     def _arguments(self, context: TaskContext) -> dict[str, Any]:
         task = context.task

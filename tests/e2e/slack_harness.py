@@ -140,6 +140,8 @@ def bot_env(
         "DATABASE_URL": f"sqlite:///{directory / 'dagbot.sqlite3'}",
         "DAGBOT_MCP_CONFIG": str(write_mcp_config(directory)),
         "DAGBOT_TASK_TIMEOUT": "30",
+        # A killed process's runs are taken over after this long (30 s by default).
+        "DAGBOT_LEASE_SECONDS": "2",
     }
 
 

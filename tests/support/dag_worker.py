@@ -5,8 +5,9 @@
 
 Every execution appends `<task> <attempt> <pid>` to the log before doing anything else. Held
 tasks then block forever, so a test can kill the process while exactly those are in flight.
-`start` submits the DAG and runs until idle (forever, if tasks are held); `resume` picks up
-every unfinished run and runs until idle.
+`start` submits the DAG and runs until idle (forever, if tasks are held); `resume` waits
+until the runs of a dead process come free (their lease, LEASE_SECONDS here, expires), claims
+them, and runs until idle. `--db` is a SQLite file or a PostgreSQL URL.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from pathlib import Path
 from scheduler.dag.engine import Engine, EngineConfig
 from scheduler.dag.executors import TaskContext
 from scheduler.dag.plan import Plan, TaskKind
-from storage.sqlite import SqliteStore
+from storage.connect import open_store
+from storage.leases import Owner
+from storage.records import EventKind
 
 
 def crash_plan() -> Plan:
@@ -69,16 +72,27 @@ class LoggingExecutor:
         return f"{task.id}@{os.getpid()}"
 
 
+LEASE_SECONDS = 1.0
+
+
 async def main(command: str, db: str, log: Path, hold: frozenset[str]) -> None:
-    store = await SqliteStore.open(db)
+    url = db if "://" in db else f"sqlite:///{db}"
+    store = await open_store(url, owner=Owner(lease_seconds=LEASE_SECONDS))
     executor = LoggingExecutor(log, hold)
-    engine = Engine(store, dict.fromkeys(TaskKind, executor), config=EngineConfig())
+    engine = Engine(store, dict.fromkeys(TaskKind, executor), config=EngineConfig(take_over=True))
     try:
         if command == "start":
             run = await engine.submit("crash test", plan=crash_plan())
             print(run.id, flush=True)
         else:
-            print(" ".join(await engine.resume_all()), flush=True)
+            # The dead process's lease runs out within LEASE_SECONDS; the engine claims its
+            # runs then (take_over), each announced by a RUN_RESUMED event.
+            with engine.bus.subscribe() as events:
+                await engine.resume_all()
+                async for event in events:
+                    if event.kind is EventKind.RUN_RESUMED:
+                        print(event.run_id, flush=True)
+                        break
         await engine.run_until_idle()
     finally:
         await engine.close()

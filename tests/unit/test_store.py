@@ -6,9 +6,12 @@ import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
-from storage.errors import DatabaseUnusable, StorageError, UnsupportedDatabaseURL
+from storage.connect import open_store as open_any
+from storage.errors import DatabaseUnusable, LeaseLost, StorageError, UnsupportedDatabaseURL
+from storage.leases import Owner, OwnerKind
 from storage.records import (
     EventKind,
     NewRun,
@@ -19,6 +22,8 @@ from storage.records import (
 )
 from storage.sql import migrations
 from storage.sqlite import SqliteStore, open_store, sqlite_path
+from storage.store import Store
+from tests.support.postgres import fresh_database, terminate_connections
 
 LATEST = migrations()[-1][0]
 PLAN = {
@@ -31,13 +36,14 @@ PLAN = {
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    opened = await SqliteStore.open(str(tmp_path / "dagbot.sqlite3"))
+async def store(database_url: str) -> AsyncIterator[Store]:
+    """Every test taking `store` runs against both stores: SQLite and PostgreSQL."""
+    opened = await open_any(database_url)
     yield opened
     await opened.close()
 
 
-async def planned_run(store: SqliteStore, goal: str = "goal", **fields: object) -> str:
+async def planned_run(store: Store, goal: str = "goal", **fields: object) -> str:
     record, _ = await store.create_run(NewRun(goal=goal, **fields))  # type: ignore[arg-type]
     await store.set_plan(record.id, PLAN)
     return record.id
@@ -83,9 +89,8 @@ async def test_fresh_file_is_migrated_and_in_wal_mode(tmp_path: Path) -> None:
     assert {"runs", "tasks", "events", "inbox", "usage"} <= tables
 
 
-async def test_reopening_keeps_everything(tmp_path: Path) -> None:
-    path = str(tmp_path / "keep.sqlite3")
-    first = await SqliteStore.open(path)
+async def test_reopening_keeps_everything(database_url: str) -> None:
+    first = await open_any(database_url)
     run_id = await planned_run(first, requester="U1", thread_key="C1:1.0", meta={"ts": "1.0"})
     await first.record(
         task_transition(
@@ -101,7 +106,7 @@ async def test_reopening_keeps_everything(tmp_path: Path) -> None:
     events_before = await first.events(run_id)
     await first.close()
 
-    second = await SqliteStore.open(path)
+    second = await open_any(database_url)
     try:
         run = await second.get_run(run_id)
         assert run is not None
@@ -209,9 +214,10 @@ async def test_in_memory_store_works() -> None:
         await store.close()
 
 
-async def test_two_processes_starting_on_a_new_file_at_once_both_succeed(tmp_path: Path) -> None:
-    path = str(tmp_path / "race.sqlite3")
-    stores = await asyncio.gather(*(SqliteStore.open(path) for _ in range(4)))
+async def test_processes_starting_on_a_new_database_at_once_all_succeed(
+    database_url: str,
+) -> None:
+    stores = await asyncio.gather(*(open_any(database_url) for _ in range(4)))
     try:
         ids = [await planned_run(s) for s in stores]
         assert len(await stores[0].unfinished_runs()) == len(set(ids)) == 4
@@ -223,7 +229,7 @@ async def test_two_processes_starting_on_a_new_file_at_once_both_succeed(tmp_pat
 # -- writes ------------------------------------------------------------------------------------
 
 
-async def test_transitions_update_the_task_row(store: SqliteStore) -> None:
+async def test_transitions_update_the_task_row(store: Store) -> None:
     run_id = await planned_run(store)
 
     async def t1() -> tuple[TaskStatus, int, bool, bool, str | None, str | None]:
@@ -282,7 +288,7 @@ async def test_transitions_update_the_task_row(store: SqliteStore) -> None:
     assert errors[3:5] == ["timeout", "boom"]
 
 
-async def test_run_status_transitions(store: SqliteStore) -> None:
+async def test_run_status_transitions(store: Store) -> None:
     run_id = await planned_run(store)
     event = await store.record(
         Transition(
@@ -300,7 +306,7 @@ async def test_run_status_transitions(store: SqliteStore) -> None:
     assert await store.unfinished_runs() == []
 
 
-async def test_concurrent_records_share_commits_and_keep_their_order(store: SqliteStore) -> None:
+async def test_concurrent_records_share_commits_and_keep_their_order(store: Store) -> None:
     run_id = await planned_run(store)
     transitions = [
         Transition(run_id=run_id, kind=EventKind.TASK_RETRIED, task_id="t1", data={"n": n})
@@ -316,7 +322,7 @@ async def test_concurrent_records_share_commits_and_keep_their_order(store: Sqli
 
 
 async def test_a_failed_batch_fails_its_callers_and_the_next_batch_still_commits(
-    store: SqliteStore,
+    store: Store,
 ) -> None:
     run_id = await planned_run(store)
     bad = Transition(run_id=run_id, kind=EventKind.TASK_RETRIED, data={"x": object()})
@@ -327,10 +333,10 @@ async def test_a_failed_batch_fails_its_callers_and_the_next_batch_still_commits
 
 
 async def test_a_recorded_transition_is_committed_even_if_nobody_waits_for_it(
-    tmp_path: Path,
+    database_url: str,
 ) -> None:
-    path = str(tmp_path / "fire-and-forget.sqlite3")
-    store = await SqliteStore.open(path)
+    owner = Owner()  # the same owner reopens: the run stays its own
+    store = await open_any(database_url, owner=owner)
     run_id = await planned_run(store)
     store.record(
         task_transition(
@@ -352,7 +358,7 @@ async def test_a_recorded_transition_is_committed_even_if_nobody_waits_for_it(
     waiter.cancel()
     await store.close()
 
-    reopened = await SqliteStore.open(path)
+    reopened = await open_any(database_url, owner=owner)
     try:
         [task, _] = await reopened.get_tasks(run_id)
         assert (task.status, task.attempts, task.output) == (TaskStatus.SUCCEEDED, 1, "kept")
@@ -360,11 +366,11 @@ async def test_a_recorded_transition_is_committed_even_if_nobody_waits_for_it(
         await reopened.close()
 
 
-async def test_claim_delivery_dedupes(store: SqliteStore, tmp_path: Path) -> None:
+async def test_claim_delivery_dedupes(store: Store, database_url: str) -> None:
     assert await store.claim_delivery("Ev1")
     assert not await store.claim_delivery("Ev1")
     assert await store.claim_delivery("Ev2")
-    other = await SqliteStore.open(str(tmp_path / "dagbot.sqlite3"))
+    other = await open_any(database_url)
     try:
         results = await asyncio.gather(
             *(s.claim_delivery("Ev3") for s in (store, other, store, other))
@@ -374,7 +380,7 @@ async def test_claim_delivery_dedupes(store: SqliteStore, tmp_path: Path) -> Non
         await other.close()
 
 
-async def test_a_first_delivery_creates_its_run_and_claims_the_id(store: SqliteStore) -> None:
+async def test_a_first_delivery_creates_its_run_and_claims_the_id(store: Store) -> None:
     created = await store.create_run(NewRun(goal="from slack"), delivery_id="Ev1")
     assert created is not None
     record, event = created
@@ -384,7 +390,7 @@ async def test_a_first_delivery_creates_its_run_and_claims_the_id(store: SqliteS
     assert not await store.claim_delivery("Ev1")
 
 
-async def test_a_redelivery_creates_nothing(store: SqliteStore) -> None:
+async def test_a_redelivery_creates_nothing(store: Store) -> None:
     assert await store.create_run(NewRun(goal="first"), delivery_id="Ev1") is not None
     assert await store.create_run(NewRun(goal="again"), delivery_id="Ev1") is None
     assert await store.claim_delivery("Ev2")
@@ -393,9 +399,9 @@ async def test_a_redelivery_creates_nothing(store: SqliteStore) -> None:
 
 
 async def test_concurrent_deliveries_of_one_event_create_exactly_one_run(
-    store: SqliteStore, tmp_path: Path
+    store: Store, database_url: str
 ) -> None:
-    other = await SqliteStore.open(str(tmp_path / "dagbot.sqlite3"))
+    other = await open_any(database_url)
     try:
         results = await asyncio.gather(
             *(
@@ -410,10 +416,10 @@ async def test_concurrent_deliveries_of_one_event_create_exactly_one_run(
 
 
 async def test_a_run_that_cannot_be_created_leaves_its_delivery_unclaimed(
-    store: SqliteStore,
+    store: Store,
 ) -> None:
     # The parent does not exist: the foreign key fails the run insert after the claim.
-    with pytest.raises(StorageError, match="FOREIGN KEY"):
+    with pytest.raises(StorageError, match=r"(?i)FOREIGN KEY"):
         await store.create_run(NewRun(goal="orphan", parent_run_id="nope"), delivery_id="Ev1")
     assert await store.recent_runs() == []
     created = await store.create_run(NewRun(goal="retried"), delivery_id="Ev1")
@@ -437,7 +443,7 @@ async def test_old_deliveries_are_pruned_on_open(tmp_path: Path) -> None:
         await second.close()
 
 
-async def test_update_meta_merges_and_deletes(store: SqliteStore) -> None:
+async def test_update_meta_merges_and_deletes(store: Store) -> None:
     run_id = await planned_run(store, meta={"channel": "C1", "ts": "1.0"})
     updated = await store.update_meta(run_id, {"ts": "2.0", "message": "M", "channel": None})
     assert updated.meta == {"ts": "2.0", "message": "M"}
@@ -447,12 +453,12 @@ async def test_update_meta_merges_and_deletes(store: SqliteStore) -> None:
     assert stored.status is RunStatus.RUNNING
 
 
-async def test_update_meta_of_an_unknown_run(store: SqliteStore) -> None:
+async def test_update_meta_of_an_unknown_run(store: Store) -> None:
     with pytest.raises(StorageError, match="no run 'nope'"):
         await store.update_meta("nope", {"a": 1})
 
 
-async def test_usage_is_summed_per_task_and_model(store: SqliteStore) -> None:
+async def test_usage_is_summed_per_task_and_model(store: Store) -> None:
     run_id = await planned_run(store)
     for task_id, prompt, completion in [(None, 10, 5), ("t1", 3, 4), ("t1", 7, 6)]:
         await store.record_usage(
@@ -471,13 +477,12 @@ async def test_usage_is_summed_per_task_and_model(store: SqliteStore) -> None:
     assert totals == [(None, 10, 5, 1), ("t1", 10, 10, 2)]
 
 
-async def test_two_store_instances_writing_at_once_never_see_locked(tmp_path: Path) -> None:
-    path = str(tmp_path / "shared.sqlite3")
-    one, two = await SqliteStore.open(path), await SqliteStore.open(path)
+async def test_two_store_instances_writing_at_once_never_see_locked(database_url: str) -> None:
+    one, two = await open_any(database_url), await open_any(database_url)
     try:
         run_one, run_two = await planned_run(one), await planned_run(two)
 
-        async def hammer(store: SqliteStore, run_id: str, tag: str) -> None:
+        async def hammer(store: Store, run_id: str, tag: str) -> None:
             for n in range(40):
                 await asyncio.gather(
                     store.record(
@@ -499,7 +504,7 @@ async def test_two_store_instances_writing_at_once_never_see_locked(tmp_path: Pa
         await two.close()
 
 
-async def test_a_cancelled_caller_never_leaves_a_transaction_open(store: SqliteStore) -> None:
+async def test_a_cancelled_caller_never_leaves_a_transaction_open(store: Store) -> None:
     # Cancel writers at every point of their progress; the store must stay usable.
     for ticks in range(12):
         writer = asyncio.ensure_future(store.create_run(NewRun(goal=f"cancelled {ticks}")))
@@ -514,7 +519,7 @@ async def test_a_cancelled_caller_never_leaves_a_transaction_open(store: SqliteS
 # -- reads -------------------------------------------------------------------------------------
 
 
-async def test_find_run_by_id_or_unique_prefix(store: SqliteStore) -> None:
+async def test_find_run_by_id_or_unique_prefix(store: Store) -> None:
     ids = [await planned_run(store, goal=f"g{n}") for n in range(40)]
     target = ids[0]
     found = await store.find_run(target)
@@ -534,7 +539,7 @@ async def test_find_run_by_id_or_unique_prefix(store: SqliteStore) -> None:
     assert await store.find_run("%") is None
 
 
-async def test_recent_runs_and_thread_lookup(store: SqliteStore) -> None:
+async def test_recent_runs_and_thread_lookup(store: Store) -> None:
     first = await planned_run(store, goal="first", requester="U1", thread_key="C:1")
     second = await planned_run(store, goal="second", requester="U2", thread_key="C:1")
     third = await planned_run(store, goal="third", requester="U1", thread_key="C:2")
@@ -547,7 +552,180 @@ async def test_recent_runs_and_thread_lookup(store: SqliteStore) -> None:
     assert await store.latest_run_in_thread("C:9") is None
 
 
-async def test_unknown_runs_read_as_nothing(store: SqliteStore) -> None:
+async def test_unknown_runs_read_as_nothing(store: Store) -> None:
     assert await store.get_run("nope") is None
     assert await store.get_tasks("nope") == []
     assert await store.events("nope") == []
+
+
+# -- leases (both stores) -------------------------------------------------------------------
+
+
+def running(run_id: str, task_id: str = "t1") -> Transition:
+    return task_transition(
+        run_id, task_id, EventKind.TASK_STARTED, task_status=TaskStatus.RUNNING, new_attempt=True
+    )
+
+
+async def test_a_new_run_is_leased_to_its_creator(store: Store) -> None:
+    run_id = await planned_run(store)
+    lease = await store.lease(run_id)
+    assert lease is not None
+    assert (lease.owner, lease.kind) == (store.owner.id, OwnerKind.BOT)
+    assert lease.expires_at is not None
+    assert await store.renew_leases() == {run_id}
+    assert await store.lease("nope") is None
+
+
+async def test_a_live_lease_is_not_claimed_and_an_expired_one_by_exactly_one(
+    database_url: str,
+) -> None:
+    short = Owner(lease_seconds=0.0)  # expires as soon as it is written
+    holder = await open_any(database_url, owner=short)
+    live = await open_any(database_url)
+    claimers = [await open_any(database_url) for _ in range(3)]
+    try:
+        expired_ids = {await planned_run(holder, goal=f"expired {n}") for n in range(5)}
+        live_id = await planned_run(live)
+        claims = await asyncio.gather(*(c.claim_expired() for c in claimers))
+        claimed = [run_id for claim in claims for run_id in claim]
+        assert sorted(claimed) == sorted(expired_ids)  # each run once, the live one never
+        assert live_id not in claimed
+        # The old holder lost them: its commits for them are refused, and it renews nothing.
+        assert await holder.renew_leases() == set()
+        with pytest.raises(LeaseLost, match="no longer owned by this process"):
+            await holder.record(running(next(iter(expired_ids))))
+        winner = next(c for c, claim in zip(claimers, claims, strict=True) if claim)
+        renewed = await winner.renew_leases()
+        mine = next(run_id for run_id in claimed if run_id in renewed)
+        assert (await winner.record(running(mine))).kind is EventKind.TASK_STARTED
+    finally:
+        for opened in (holder, live, *claimers):
+            await opened.close()
+
+
+async def test_a_group_commit_keeps_the_transitions_of_runs_still_owned(
+    database_url: str,
+) -> None:
+    loser = await open_any(database_url, owner=Owner(lease_seconds=0.0))
+    thief = await open_any(database_url)
+    try:
+        lost, kept = await planned_run(loser, goal="lost"), await planned_run(loser, goal="kept")
+        assert await thief.claim_run(lost)
+        outcomes = await asyncio.gather(
+            loser.record(running(lost)), loser.record(running(kept)), return_exceptions=True
+        )
+        assert isinstance(outcomes[0], LeaseLost)
+        assert not isinstance(outcomes[1], BaseException)
+        assert outcomes[1].run_id == kept
+        tasks = {r: (await loser.get_tasks(r))[0].status for r in (lost, kept)}
+        assert tasks == {lost: TaskStatus.PENDING, kept: TaskStatus.RUNNING}
+        with pytest.raises(LeaseLost):
+            await loser.set_plan(lost, PLAN)
+    finally:
+        await loser.close()
+        await thief.close()
+
+
+async def test_terminal_runs_are_never_claimed_by_a_bot(database_url: str) -> None:
+    terminal = await open_any(database_url, owner=Owner(kind=OwnerKind.TERMINAL, lease_seconds=0.0))
+    bot = await open_any(database_url)
+    other_terminal = await open_any(database_url, owner=Owner(kind=OwnerKind.TERMINAL))
+    try:
+        run_id = await planned_run(terminal)
+        assert await bot.claim_expired() == []
+        assert not await bot.claim_run(run_id)
+        assert await other_terminal.claim_run(run_id)
+        lease = await bot.lease(run_id)
+        assert lease is not None
+        assert (lease.owner, lease.kind) == (other_terminal.owner.id, OwnerKind.TERMINAL)
+    finally:
+        for opened in (terminal, bot, other_terminal):
+            await opened.close()
+
+
+async def test_a_clean_close_hands_unfinished_runs_over_at_once(database_url: str) -> None:
+    first = await open_any(database_url)
+    run_id = await planned_run(first)
+    finished = await planned_run(first, goal="done")
+    await first.record(
+        Transition(run_id=finished, kind=EventKind.RUN_FINISHED, run_status=RunStatus.SUCCEEDED)
+    )
+    second = await open_any(database_url)
+    try:
+        assert await second.claim_expired() == []  # still leased to a live store
+        assert not await second.claim_run(finished)  # a finished run stays with its finisher
+        await first.close()
+        assert await second.claim_expired() == [run_id]
+        assert await second.claim_run(finished)  # ... until released: to run it again
+    finally:
+        await second.close()
+
+
+# -- PostgreSQL only ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def postgres_url() -> AsyncIterator[str]:
+    async with fresh_database() as url:
+        yield url
+
+
+@pytest.mark.parametrize("scheme", ["postgresql", "postgres"])
+async def test_both_postgres_url_forms_select_postgres(postgres_url: str, scheme: str) -> None:
+    url = scheme + "://" + postgres_url.split("://", 1)[1]
+    store = await open_any(url)
+    try:
+        assert type(store).__name__ == "PostgresStore"
+        assert await planned_run(store)
+    finally:
+        await store.close()
+
+
+async def test_unknown_url_schemes_are_refused_naming_both_forms() -> None:
+    with pytest.raises(UnsupportedDatabaseURL, match=r"sqlite:///.*postgresql://"):
+        await open_any("mysql://localhost/dagbot")
+
+
+async def test_a_missing_postgres_database_is_one_clear_error(postgres_url: str) -> None:
+    url = postgres_url.rsplit("/", 1)[0] + "/dagbot_no_such_database"
+    with pytest.raises(DatabaseUnusable, match="cannot connect to the database") as refused:
+        await open_any(url.replace("postgres@", "postgres:s3cret@"))
+    assert "s3cret" not in str(refused.value)
+
+
+async def test_a_postgres_database_with_foreign_tables_is_left_untouched(
+    postgres_url: str,
+) -> None:
+    async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
+        await conn.execute("CREATE TABLE notes (body TEXT)")
+    with pytest.raises(DatabaseUnusable, match="tables that are not dagbot's"):
+        await open_any(postgres_url)
+    async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
+        cursor = await conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
+        )
+        assert [row[0] for row in await cursor.fetchall()] == ["notes"]
+
+
+async def test_a_newer_postgres_schema_is_refused(postgres_url: str) -> None:
+    store = await open_any(postgres_url)
+    await store.close()
+    async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
+        await conn.execute("INSERT INTO dagbot_schema (version) VALUES (%s)", (LATEST + 1,))
+    with pytest.raises(DatabaseUnusable, match=f"schema version {LATEST + 1}, newer"):
+        await open_any(postgres_url)
+
+
+async def test_lost_connections_are_retried_not_fatal(postgres_url: str) -> None:
+    store = await open_any(postgres_url)
+    try:
+        run_id = await planned_run(store)
+        # A server restart or failover: every connection of the pool dies at once.
+        assert await terminate_connections(postgres_url) >= 1
+        event = await store.record(running(run_id))
+        assert event.kind is EventKind.TASK_STARTED
+        assert await terminate_connections(postgres_url) >= 1
+        assert next(t.status for t in await store.get_tasks(run_id)) is TaskStatus.RUNNING
+    finally:
+        await store.close()

@@ -29,7 +29,7 @@ from scheduler.errors import TaskError
 from scheduler.tools.mcp_config import HttpServer, McpConfig, McpConfigError, StdioServer
 from scheduler.tools.tool_output import NO_CONTENT, result_text
 from scheduler.tools.tool_step import ToolExecutor
-from scheduler.tools.toolbox import Toolbox, load_mcp_config
+from scheduler.tools.toolbox import Backoff, Toolbox, load_mcp_config
 from tests.fakes.mcp_test_server import TEST_SERVER_PATH, stdio_entry, time_server_entry
 
 MCP_LOG = "dagbot.mcp"
@@ -43,6 +43,7 @@ def config(**servers: dict[str, Any]) -> McpConfig:
 async def toolbox() -> AsyncIterator[Toolbox]:
     """Our test server alone (most tests need nothing else)."""
     box = await Toolbox.start(config(test=stdio_entry()))
+    await box.wait_up()
     yield box
     await box.aclose()
 
@@ -51,6 +52,7 @@ async def toolbox() -> AsyncIterator[Toolbox]:
 async def two_servers() -> AsyncIterator[Toolbox]:
     """Our test server and the third-party mcp-server-time."""
     box = await Toolbox.start(config(test=stdio_entry(), time=time_server_entry()))
+    await box.wait_up()
     yield box
     await box.aclose()
 
@@ -190,7 +192,7 @@ async def test_a_caller_cancelled_mid_call_leaves_the_session_usable(toolbox: To
     assert await toolbox.call("test.pid", {}) == before
 
 
-async def test_a_server_that_dies_mid_call_is_reconnected_on_next_use(
+async def test_a_server_that_dies_mid_call_is_restarted(
     toolbox: Toolbox, caplog: pytest.LogCaptureFixture
 ) -> None:
     before = await toolbox.call("test.pid", {})
@@ -205,8 +207,9 @@ async def test_a_server_that_dies_mid_call_is_reconnected_on_next_use(
     lost = [r.getMessage() for r in caplog.records if r.name == MCP_LOG]
     assert len(lost) == 1
     assert "'test'" in lost[0]
-    assert "reconnected on next use" in lost[0]
+    assert "being reconnected" in lost[0]
 
+    await toolbox.wait_up()
     after = await toolbox.call("test.pid", {})
     assert after != before
     assert toolbox.servers["test"] is None
@@ -225,6 +228,7 @@ async def test_a_server_that_fails_to_start_is_one_log_line_and_left_out(
                 broken=stdio_entry(MCP_TEST_SERVER_EXIT_AT_START="BROKEN_TOKEN is not set"),
             )
         )
+        await box.wait_first_attempts()
     try:
         lines = [r.getMessage() for r in caplog.records if r.name == MCP_LOG]
         assert len(lines) == 1
@@ -256,44 +260,11 @@ async def test_start_never_fails_because_of_one_bad_server(
 ) -> None:
     box = await Toolbox.start(config(test=stdio_entry(), bad=entry))
     try:
+        await box.wait_first_attempts()
         assert reason in (box.servers["bad"] or "")
         catalogue = await box.catalogue()
         assert "test.echo" in catalogue
         assert not any(name.startswith("bad.") for name in catalogue)
-    finally:
-        await box.aclose()
-
-
-async def test_a_server_that_was_down_is_retried_by_the_catalogue(tmp_path: Path) -> None:
-    flag = tmp_path / "ready"
-    box = await Toolbox.start(
-        config(late=stdio_entry(MCP_TEST_SERVER_REQUIRE_FILE=str(flag))), retry_interval=0
-    )
-    try:
-        assert await box.catalogue() == {}
-        assert "does not exist yet" in (box.servers["late"] or "")
-
-        flag.touch()
-
-        assert "late.echo" in await box.catalogue()
-        assert await box.call("late.echo", {"text": "back"}) == "back"
-    finally:
-        await box.aclose()
-
-
-async def test_the_catalogue_waits_before_retrying_a_server_but_a_call_does_not(
-    tmp_path: Path,
-) -> None:
-    flag = tmp_path / "ready"
-    box = await Toolbox.start(
-        config(late=stdio_entry(MCP_TEST_SERVER_REQUIRE_FILE=str(flag))), retry_interval=3600
-    )
-    try:
-        flag.touch()
-
-        assert await box.catalogue() == {}  # failed moments ago: not tried again yet
-        assert await box.call("late.echo", {"text": "called"}) == "called"
-        assert "late.echo" in await box.catalogue()
     finally:
         await box.aclose()
 
@@ -304,11 +275,13 @@ async def test_a_server_failing_again_the_same_way_is_not_reported_again(
     with caplog.at_level(logging.INFO, logger=MCP_LOG):
         box = await Toolbox.start(
             config(broken=stdio_entry(MCP_TEST_SERVER_EXIT_AT_START="still broken")),
-            retry_interval=0,
+            backoff=Backoff(base=3600),
         )
         try:
-            await box.catalogue()
-            await box.catalogue()
+            await box.wait_first_attempts()
+            for _ in range(2):  # each call asks for an attempt at once and waits for it
+                with pytest.raises(TaskError, match="not available"):
+                    await box.call("broken.echo", {"text": "x"})
         finally:
             await box.aclose()
 
@@ -320,8 +293,9 @@ async def test_a_server_that_never_answers_the_handshake_is_given_up_on() -> Non
     # It reads its stdin and never writes: no handshake, and it exits once stdin closes.
     silent = {"command": sys.executable, "args": ["-c", "import sys; sys.stdin.read()"]}
 
-    box = await Toolbox.start(config(silent=silent), connect_timeout=0.2)
+    box = await Toolbox.start(config(silent=silent), connect_timeout=0.2, startup_grace=0)
     try:
+        await box.wait_first_attempts()
         assert box.servers == {"silent": "no answer within 0.2 s"}
         assert await box.catalogue() == {}
     finally:
@@ -371,6 +345,7 @@ async def test_an_http_server_is_called_with_the_configured_headers(http_server_
         config(web={"url": http_server_url, "headers": {"X-Dagbot-Test": "from mcp.json"}})
     )
     try:
+        await box.wait_up()
         assert box.servers == {"web": None}
         assert await box.call("web.header", {"name": "X-Dagbot-Test"}) == "from mcp.json"
         assert await box.call("web.echo", {"text": "over http"}) == "over http"
@@ -502,6 +477,13 @@ def test_a_secret_in_the_config_never_reaches_its_description() -> None:
 
 # -- result text (pure) ---------------------------------------------------------------------------
 
+MEMORY_ENTITIES = [{"name": "Tokyo", "entityType": "city", "observations": ["capital of Japan"]}]
+MEMORY_ENTITIES_TEXT = (
+    '[\n  {\n    "name": "Tokyo",\n    "entityType": "city",\n    "observations": [\n'
+    '      "capital of Japan"\n    ]\n  }\n]'
+)
+MEMORY_GRAPH_TEXT = json.dumps({"entities": MEMORY_ENTITIES, "relations": []}, indent=2)
+
 
 @pytest.mark.parametrize(
     ("result", "expected"),
@@ -526,6 +508,51 @@ def test_a_secret_in_the_config_never_reaches_its_description() -> None:
                 content=[TextContent(type="text", text='{"a": 1}')], structured_content={"a": 1}
             ),
             '{"a": 1}',
+        ),
+        # Real shapes, captured from @modelcontextprotocol/server-filesystem and server-memory
+        # 2026.8.31 over stdio (read_text_file, list_directory; create_entities, read_graph):
+        (
+            CallToolResult(
+                content=[TextContent(type="text", text="hello from a file\n")],
+                structured_content={"content": "hello from a file\n"},
+            ),
+            "hello from a file\n",
+        ),
+        (
+            CallToolResult(
+                content=[TextContent(type="text", text="[FILE] a.txt")],
+                structured_content={"content": "[FILE] a.txt"},
+            ),
+            "[FILE] a.txt",
+        ),
+        (
+            CallToolResult(
+                content=[TextContent(type="text", text=MEMORY_ENTITIES_TEXT)],
+                structured_content={"entities": MEMORY_ENTITIES},
+            ),
+            MEMORY_ENTITIES_TEXT,
+        ),
+        (
+            CallToolResult(
+                content=[TextContent(type="text", text=MEMORY_GRAPH_TEXT)],
+                structured_content={"entities": MEMORY_ENTITIES, "relations": []},
+            ),
+            MEMORY_GRAPH_TEXT,
+        ),
+        # The Python SDK's wrapper of plain returns, for a number:
+        (
+            CallToolResult(
+                content=[TextContent(type="text", text="3.5")], structured_content={"result": 3.5}
+            ),
+            "3.5",
+        ),
+        # A different value under the only key is news, and kept:
+        (
+            CallToolResult(
+                content=[TextContent(type="text", text="saved")],
+                structured_content={"content": "saved 3 files"},
+            ),
+            'saved\n{\n  "content": "saved 3 files"\n}',
         ),
         (
             CallToolResult(

@@ -1,0 +1,98 @@
+"""Keeping the leases of the runs this process works on, and taking over runs left behind.
+
+One named, supervised task per engine renews this process's leases every third of the lease
+time. A run whose lease another process took (this one was paused, or cut off from the
+database, past its lease) is dropped here at once: its commits are refused by the store
+anyway (the lease is checked in every commit), so working on it would only repeat tool calls.
+An engine that takes over work (a bot) also claims, on every tick, runs whose lease expired:
+those of a process that died.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from storage.errors import StorageError
+from storage.store import Store
+
+log = logging.getLogger("dagbot.ownership")
+
+MIN_INTERVAL = 0.02
+
+
+class LeaseKeeper:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        working_on: Callable[[], set[str]],
+        drop: Callable[[str, str], None],
+        take_over: Callable[[], Awaitable[object]] | None,
+    ) -> None:
+        """`working_on`: runs being driven here; `drop(run_id, why)` stops driving one;
+        `take_over`: claims and starts runs whose lease expired (None: never take over)."""
+        self._store = store
+        self._working_on = working_on
+        self._drop = drop
+        self._take_over = take_over
+        self._lease = store.owner.lease_seconds
+        self.interval = max(self._lease / 3, MIN_INTERVAL)
+        self._task: asyncio.Task[None] | None = None
+        self.hooks: list[Callable[[], Awaitable[object]]] = []
+        """Called after each round, e.g. to land what a dead process left unposted."""
+
+    def start(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._keep(), name="dagbot lease keeper")
+            self._task.add_done_callback(self._stopped)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.wait([self._task])
+            self._task = None
+
+    async def tick(self) -> None:
+        """Renew, drop what was lost, and take over what expired: one round."""
+        before = self._working_on()
+        owned = await self._store.renew_leases()
+        for run_id in before - owned:
+            # Not renewed: finished meanwhile (still ours, its driver is ending on its own),
+            # or taken by another process.
+            lease = await self._store.lease(run_id)
+            if lease is not None and lease.owner != self._store.owner.id:
+                self._drop(run_id, f"its lease was taken over by {lease.owner}")
+        if self._take_over is not None:
+            await self._take_over()
+        for hook in self.hooks:
+            try:
+                await hook()
+            except Exception:
+                log.exception("a lease-round hook failed")  # the leases must still be kept
+
+    async def _keep(self) -> None:
+        renewed = time.monotonic()
+        while True:
+            # The leases were just taken or claimed: the first round is one interval away.
+            await asyncio.sleep(self.interval)
+            try:
+                await self.tick()
+                renewed = time.monotonic()
+            except StorageError as error:
+                # The store retries lost connections itself; this round is simply missed.
+                log.warning("could not renew this process's leases: %s", error)
+                if time.monotonic() - renewed > self._lease:
+                    for run_id in self._working_on():
+                        self._drop(run_id, "its lease could not be renewed in time")
+
+    def _stopped(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return
+        error = task.exception()
+        # Supervised: without its keeper no run here is safe to continue.
+        log.error("the lease keeper stopped; dropping every run here", exc_info=error)
+        for run_id in self._working_on():
+            self._drop(run_id, "the lease keeper stopped")

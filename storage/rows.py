@@ -1,0 +1,163 @@
+"""Rows <-> records, shared by both stores (a row is anything indexed by column name)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from domain.vocabulary import task_effect
+from storage.leases import Owner
+from storage.records import (
+    Event,
+    EventKind,
+    NewRun,
+    RunRecord,
+    RunStatus,
+    TaskRecord,
+    TaskStatus,
+    Transition,
+    UsageTotal,
+)
+
+
+class Row(Protocol):
+    """A row indexed by column name: sqlite3.Row or psycopg's dict row."""
+
+    def __getitem__(self, key: str, /) -> Any: ...
+
+
+def event_data(transition: Transition) -> dict[str, Any] | None:
+    """What the event log keeps of a transition beyond its kind: its data, and any error."""
+    data = dict(transition.data or {})
+    if transition.error is not None:
+        data.setdefault("error", transition.error)
+    return data or None
+
+
+def event_row(transition: Transition, at: float) -> dict[str, Any]:
+    data = event_data(transition)
+    return {
+        "run_id": transition.run_id,
+        "task_id": transition.task_id,
+        "kind": transition.kind.value,
+        "at": at,
+        "data_json": json.dumps(data) if data is not None else None,
+    }
+
+
+def event(seq: int, transition: Transition, at: float) -> Event:
+    return Event(
+        seq=seq,
+        run_id=transition.run_id,
+        kind=transition.kind,
+        at=at,
+        task_id=transition.task_id,
+        data=event_data(transition),
+    )
+
+
+def event_from_row(row: Row) -> Event:
+    return Event(
+        seq=row["seq"],
+        run_id=row["run_id"],
+        kind=EventKind(row["kind"]),
+        at=row["at"],
+        task_id=row["task_id"],
+        data=json.loads(row["data_json"]) if row["data_json"] else None,
+    )
+
+
+def run_from_row(row: Row) -> RunRecord:
+    return RunRecord(
+        id=row["id"],
+        goal=row["goal"],
+        status=RunStatus(row["status"]),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        plan=json.loads(row["plan_json"]) if row["plan_json"] else None,
+        error=row["error"],
+        requester=row["requester"],
+        thread_key=row["thread_key"],
+        parent_run_id=row["parent_run_id"],
+        meta=json.loads(row["meta_json"]),
+    )
+
+
+def task_from_row(row: Row) -> TaskRecord:
+    return TaskRecord(
+        run_id=row["run_id"],
+        id=row["id"],
+        position=row["position"],
+        spec=json.loads(row["spec_json"]),
+        status=TaskStatus(row["status"]),
+        attempts=row["attempts"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        output=row["output"],
+        error=row["error"],
+    )
+
+
+def usage_from_row(row: Row) -> UsageTotal:
+    return UsageTotal(
+        task_id=row["task_id"],
+        model=row["model"],
+        prompt_tokens=int(row["prompt_tokens"]),
+        completion_tokens=int(row["completion_tokens"]),
+        calls=int(row["calls"]),
+    )
+
+
+def merge_meta(meta_json: str, patch: Mapping[str, Any]) -> str:
+    """The run's metadata with `patch` merged in (None values delete keys), as JSON."""
+    meta = json.loads(meta_json)
+    for key, value in patch.items():
+        if value is None:
+            meta.pop(key, None)
+        else:
+            meta[key] = value
+    return json.dumps(meta)
+
+
+def new_run_row(run_id: str, new: NewRun, at: float, owner: Owner) -> dict[str, Any]:
+    """The insert_run parameters of a new run (status planning) leased to `owner`."""
+    return {
+        "id": run_id,
+        "goal": new.goal,
+        "status": RunStatus.PLANNING.value,
+        "requester": new.requester,
+        "thread_key": new.thread_key,
+        "parent_run_id": new.parent_run_id,
+        "meta_json": json.dumps(new.meta),
+        "at": at,
+        "owner": owner.id,
+        "owner_kind": owner.kind.value,
+        "expires": at + owner.lease_seconds,
+    }
+
+
+def task_update_row(t: Transition, at: float) -> dict[str, Any]:
+    """The update_task parameters of a transition that moves a task."""
+    assert t.task_status is not None
+    effect = task_effect(t.task_status)
+    return {
+        "run_id": t.run_id,
+        "task_id": t.task_id,
+        "status": t.task_status.value,
+        "attempt_increment": 1 if t.new_attempt else 0,
+        "output": t.output,
+        "error": t.error,
+        "at": at,
+        # What the status does to the row's fields (domain.vocabulary writes it once).
+        "stamps_start": effect.stamps_start,
+        "stamps_finish": effect.stamps_finish,
+        "keeps_output": effect.keeps_output,
+        "keeps_error": effect.keeps_error,
+    }
+
+
+def run_update_row(t: Transition, at: float) -> dict[str, Any]:
+    """The update_run_status parameters of a transition that moves a run."""
+    assert t.run_status is not None
+    return {"run_id": t.run_id, "status": t.run_status.value, "error": t.error, "at": at}
