@@ -33,6 +33,7 @@ from bot.budgeted_client import BudgetedWebClient
 from bot.outbox import DeliveryBook
 from bot.run_sync import PLANNING_LOADING, PLANNING_STATUS, STATUS_REFRESH, RunSync, RunThread
 from bot.slack_client import error_code, is_transient, retry_after
+from bot.summary_stream import STREAM_INTERVAL
 from bot.thread_writer import SlackTarget
 from scheduler.dag.bus import Subscription
 from scheduler.dag.engine import Engine
@@ -83,7 +84,13 @@ class SlackPublisher:
         self._engine = engine
         self._min_interval = min_interval
         self._home = AppHome(client, engine.store)
-        self._sync = RunSync(client, engine.store, self._home, status_refresh=status_refresh)
+        self._sync = RunSync(
+            client,
+            engine.store,
+            self._home,
+            status_refresh=status_refresh,
+            stream_interval=min(min_interval, STREAM_INTERVAL),
+        )
         self._runs: dict[str, _RunState] = {}
         self._subscription: Subscription | None = None
         self._consumer: asyncio.Task[None] | None = None
@@ -103,6 +110,7 @@ class SlackPublisher:
         if self._subscription is not None:
             return
         self._subscription = self._engine.bus.subscribe()
+        self._sync.summaries.start(self._engine.drafts)
         self._start_consumer()
         await self._land_orphans()
         # A process that dies right after a run finished leaves it unlanded and leased to it
@@ -128,6 +136,7 @@ class SlackPublisher:
             if not workers:
                 break
             await asyncio.wait(workers)
+        await self._sync.summaries.aclose()
         if self._subscription is not None:
             self._subscription.close()
         if self._consumer is not None:
@@ -187,6 +196,7 @@ class SlackPublisher:
             if state.ignored:
                 if event.kind in _TERMINAL:
                     del self._runs[event.run_id]
+                    self._sync.summaries.forget(event.run_id)
                 return
             if event.kind is EventKind.RUN_RESUMED:
                 state.thread.status_shown_at = None

@@ -27,6 +27,7 @@ from bot.app_home import AppHome
 from bot.blocks import (
     SUMMARY_PART_LIMIT,
     SlackMessage,
+    feedback_blocks,
     placeholder_message,
     plan_message,
     planning_failed_message,
@@ -37,6 +38,7 @@ from bot.capabilities import REFUSED_CONTENT, ChannelFacts, Feature
 from bot.markdown import split_markdown
 from bot.outbox import DeliveryBook, Outbox
 from bot.slack_client import error_code, is_transient
+from bot.summary_stream import STREAM_INTERVAL, LiveSummaries
 from bot.thread_writer import SlackTarget, ThreadWriter
 from scheduler.dag.state import Run, RunView
 from storage.records import EventKind, RunStatus
@@ -75,6 +77,7 @@ class RunSync:
         home: AppHome,
         *,
         status_refresh: float = STATUS_REFRESH,
+        stream_interval: float = STREAM_INTERVAL,
     ) -> None:
         self._client = client
         self._store = store
@@ -83,6 +86,8 @@ class RunSync:
         # Channels that refused plan blocks (or markdown, streaming) lately: bot.capabilities.
         self.facts = ChannelFacts()
         self._writer = ThreadWriter(client, self.facts)
+        self.summaries = LiveSummaries(client, store, self._writer, interval=stream_interval)
+        """Summaries streamed while they are written (started and closed by the publisher)."""
         self.status_refresh = status_refresh
 
     async def prepare(self, thread: RunThread) -> None:
@@ -115,6 +120,7 @@ class RunSync:
             return
         await self.prepare(thread)
         thread.finished = False
+        await self.summaries.settle_orphan(run.id, target, run.meta)
         if run.plan is None and not run.status.finished:
             await self._show_working(thread, target, run, now)
             return
@@ -276,7 +282,14 @@ class RunSync:
             )
         elif run.status is RunStatus.CANCELLED and not book.current.plan_message:
             await self._permanent_logged(thread, "status", self._clear_status(target))
-        elif run.status is not RunStatus.CANCELLED:
+        elif run.status is RunStatus.CANCELLED:
+            # A summary cut short: its streamed message is finished, nothing more is posted.
+            await self._permanent_logged(
+                thread,
+                "summary",
+                self._post_summary(thread, target, view, seq, streamed_only=True),
+            )
+        else:
             await self._permanent_logged(
                 thread, "summary", self._post_summary(thread, target, view, seq)
             )
@@ -297,17 +310,46 @@ class RunSync:
         )
 
     async def _post_summary(
-        self, thread: RunThread, target: SlackTarget, view: RunView, seq: int
+        self,
+        thread: RunThread,
+        target: SlackTarget,
+        view: RunView,
+        seq: int,
+        *,
+        streamed_only: bool = False,
     ) -> None:
         book = thread.book
         parts = split_markdown(summary_markdown(view), SUMMARY_PART_LIMIT)
+
+        def key(index: int) -> str:
+            return f"summary@{seq}#{index}"
+
+        def metadata(index: int) -> dict[str, Any]:
+            return {
+                "event_type": "dagbot_summary",
+                "event_payload": {"run_id": thread.run_id, "key": key(index)},
+            }
+
+        # Parts already shown by the live stream are finished in place, never posted again.
+        streamed = await self.summaries.finish(
+            thread.run_id, target, parts, metadata, view.run.meta, seq
+        )
         for index, part in enumerate(parts):
+            if index < len(streamed):
+                ts = streamed[index]
+                if book.current.posts.get(key(index)) != ts:
+                    await book.posted(key(index), ts)
+            elif streamed_only:
+                break
+            else:
+                extra = feedback_blocks(thread.run_id) if index == len(parts) - 1 else []
 
-            async def send(metadata: dict[str, Any], part: str = part) -> str:
-                return await self._writer.post_summary_part(target, part, metadata)
+                async def send(
+                    metadata: dict[str, Any], part: str = part, extra: list[Any] = extra
+                ) -> str:
+                    return await self._writer.post_summary_part(target, part, metadata, extra)
 
-            key = f"summary@{seq}#{index}"
-            ts = await self._outbox.post_once(book, target, key, "summary", send)
+                ts = await self._outbox.post_once(book, target, key(index), "summary", send)
             if index == 0 and book.current.summary_message != ts:
                 await book.update(summary_message=ts)
 

@@ -1,32 +1,26 @@
-"""Writing replies into a run's Slack thread: plain posts, and summaries streamed or whole.
+"""Writing replies into a run's Slack thread: plain posts, and summaries posted whole.
 
-What a channel refuses (streaming, `markdown` blocks) is remembered for that channel, for a
-while (`bot.capabilities`).
+What a workspace rejects (streaming, `markdown` blocks) is remembered per team and not tried
+there again.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.blocks import (
-    SlackMessage,
-    classic_markdown_message,
-    defuse_mentions,
-    markdown_message,
-)
+from bot.blocks import SlackMessage, classic_markdown_message, markdown_message
 from bot.budgeted_client import BudgetedWebClient
 from bot.capabilities import REFUSED_CONTENT, ChannelFacts, Feature
-from bot.slack_client import error_code, is_transient
+from bot.slack_client import error_code
 from scheduler.dag.state import Run
 
 log = logging.getLogger("dagbot.slack")
-
-STREAM_BUFFER = 1024
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -63,59 +57,27 @@ class ThreadWriter:
         self.facts = facts or ChannelFacts()
 
     async def post_summary_part(
-        self, target: SlackTarget, part: str, metadata: dict[str, Any]
+        self,
+        target: SlackTarget,
+        part: str,
+        metadata: dict[str, Any],
+        extra_blocks: Sequence[dict[str, Any]] = (),
     ) -> str:
-        """Post one part of a summary: streamed where the workspace allows, else whole."""
-        if self._can_stream(target):
-            streamed = await self._stream_summary_part(target, part, metadata)
-            if streamed is not None:
-                return streamed
-        return await self._post_summary_part(target, part, metadata)
+        """Post one part of a summary whole (a summary is streamed only while it is written,
+        by bot.summary_stream); `extra_blocks` go under the text (feedback buttons)."""
+        return await self._post_summary_part(target, part, metadata, extra_blocks)
 
-    def _can_stream(self, target: SlackTarget) -> bool:
-        # chat.startStream needs the recipient's user and team ids outside DMs.
-        if not (target.user and target.team_id) or self.facts.refuses(
-            Feature.STREAMING, target.team_id, target.channel
-        ):
+    def can_stream(self, target: SlackTarget) -> bool:
+        """Whether a summary may be streamed to this thread's requester now.
+
+        chat.startStream needs the recipient's user and team ids outside DMs, and a stream
+        must be able to start and stop within Slack's Tier 2 budget.
+        """
+        if self.facts.refuses(Feature.STREAMING, target.team_id, target.channel):
+            return False
+        if not (target.channel.startswith("D") or (target.user and target.team_id)):
             return False
         return _stream_budget_free(self._client)
-
-    async def _stream_summary_part(
-        self, target: SlackTarget, part: str, metadata: dict[str, Any]
-    ) -> str | None:
-        """The ts of the streamed message, or None when the part must be posted whole."""
-        stream = await self._client.chat_stream(
-            channel=target.channel,
-            thread_ts=target.thread_ts,
-            recipient_team_id=target.team_id,
-            recipient_user_id=target.user,
-            buffer_size=STREAM_BUFFER,
-        )
-        try:
-            # Streamed text is markdown Slack renders: model-written mentions are defused.
-            for piece in _stream_pieces(defuse_mentions(part)):
-                await stream.append(markdown_text=piece)
-            await stream.stop(metadata=metadata)
-        except Exception as error:
-            log.warning("streaming the summary failed (%s); posting it whole", error_code(error))
-            if stream.ts is None:
-                if not is_transient(error):
-                    self.facts.remember(Feature.STREAMING, target.team_id, target.channel)
-                return None
-            # The stream began: complete that message in place rather than posting another.
-            message = self._summary_message(target, part)
-            try:
-                await self._client.chat_update(
-                    channel=target.channel,
-                    ts=stream.ts,
-                    text=message.text,
-                    blocks=message.blocks,
-                    metadata=metadata,
-                )
-            except SlackApiError as update_error:
-                log.warning("completing the streamed summary failed (%s)", error_code(update_error))
-                return None
-        return stream.ts
 
     def _summary_message(self, target: SlackTarget, part: str) -> SlackMessage:
         if self.facts.refuses(Feature.MARKDOWN_BLOCK, target.team_id, target.channel):
@@ -123,9 +85,13 @@ class ThreadWriter:
         return markdown_message(part)
 
     async def _post_summary_part(
-        self, target: SlackTarget, part: str, metadata: dict[str, Any]
+        self,
+        target: SlackTarget,
+        part: str,
+        metadata: dict[str, Any],
+        extra_blocks: Sequence[dict[str, Any]],
     ) -> str:
-        message = self._summary_message(target, part)
+        message = _with_blocks(self._summary_message(target, part), extra_blocks)
         try:
             return await self.post(target, message, metadata)
         except SlackApiError as error:
@@ -135,7 +101,8 @@ class ThreadWriter:
                 raise
             log.warning("markdown block refused in channel %s; using mrkdwn", target.channel)
             self.facts.remember(Feature.MARKDOWN_BLOCK, target.team_id, target.channel)
-            return await self.post(target, classic_markdown_message(part), metadata)
+            classic = _with_blocks(classic_markdown_message(part), extra_blocks)
+            return await self.post(target, classic, metadata)
 
     async def post(
         self, target: SlackTarget, message: SlackMessage, metadata: dict[str, Any]
@@ -151,6 +118,12 @@ class ThreadWriter:
         return str(response["ts"])
 
 
+def _with_blocks(message: SlackMessage, blocks: Sequence[dict[str, Any]]) -> SlackMessage:
+    if not blocks:
+        return message
+    return SlackMessage(text=message.text, blocks=[*message.blocks, *blocks])
+
+
 def _stream_budget_free(client: AsyncWebClient) -> bool:
     """Whether a stream can start and stop now within Slack's Tier 2 budget.
 
@@ -161,9 +134,3 @@ def _stream_budget_free(client: AsyncWebClient) -> bool:
         return True
     budget, workspace = client.budget, client.workspace
     return all(budget.delay(workspace, m) == 0.0 for m in ("chat.startStream", "chat.stopStream"))
-
-
-def _stream_pieces(markdown: str) -> list[str]:
-    """Paragraph-sized pieces that join back to exactly `markdown`."""
-    pieces = markdown.split("\n\n")
-    return [piece + "\n\n" for piece in pieces[:-1]] + [pieces[-1]]

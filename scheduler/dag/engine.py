@@ -16,6 +16,7 @@ from typing import TypeVar, overload
 
 from domain.vocabulary import Event, EventKind, RunStatus, TaskStatus, Transition
 from scheduler.dag.bus import EventBus
+from scheduler.dag.drafts import Drafts
 from scheduler.dag.durations import KIND_WEIGHT, LearnedDurations, estimate_by_kind
 from scheduler.dag.execution import Execution, task_states
 from scheduler.dag.executors import (
@@ -81,6 +82,8 @@ class Engine:
         per-tool durations learned from the store's history, else weights by kind."""
         self.store = store
         self.bus = bus or EventBus()
+        self.drafts = Drafts()
+        """Text tasks write while they run (summaries), for front ends to show live."""
         self.config = config or EngineConfig()
         self._executors = dict(executors)
         self._planner = planner
@@ -425,6 +428,7 @@ class Engine:
                 estimate=self._estimate,
                 usage_sink=self._usage_sink,
                 publish=self._publish,
+                drafts=self.drafts,
                 learn=self.durations.observe,
             )
             try:

@@ -20,6 +20,7 @@ from domain.vocabulary import (
     Transition,
     apply_task_transition,
 )
+from scheduler.dag.drafts import Drafts
 from scheduler.dag.executors import Executor, TaskContext, UsageSink
 from scheduler.dag.graph import critical_path_priorities
 from scheduler.dag.kinds import rules
@@ -62,6 +63,7 @@ class Execution:
         estimate: Callable[[PlanTask], float],
         usage_sink: Callable[[str, str | None], UsageSink],
         publish: Callable[[Event], None],
+        drafts: Drafts | None = None,
         learn: Callable[[PlanTask, float], None] | None = None,
     ) -> None:
         self.store = store
@@ -74,6 +76,7 @@ class Execution:
         self.retry = retry
         self.usage_sink = usage_sink
         self.publish = publish
+        self.drafts = drafts or Drafts()
         self.learn = learn
         self.run_id = run.id
         self.order = (run.created_at, run.id)
@@ -270,6 +273,7 @@ class Execution:
                 attempt=state.attempts,
                 results=self.results,
                 record_usage=self.usage_sink(self.run_id, task_id),
+                emit_text=self.drafts.sink(self.run_id, task_id, state.attempts),
             )
             executor = self.executors.get(state.kind)
             failure: Exception

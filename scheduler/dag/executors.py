@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+from scheduler.dag.drafts import DraftSink, ignore_draft
 from scheduler.dag.plan import Plan, PlanTask
 from scheduler.dag.state import TaskState
 
@@ -23,6 +24,8 @@ class TaskContext:
     results: Mapping[str, TaskState]
     """Every task of the run as it stands now (read-only); a summary reads failures from here."""
     record_usage: UsageSink
+    emit_text: DraftSink = ignore_draft
+    """Hands on output text as it is written, for front ends that show it live (never stored)."""
 
     @property
     def idempotency_key(self) -> str:

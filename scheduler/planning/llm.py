@@ -18,6 +18,7 @@ from openai.types.chat import ChatCompletion, ChatCompletionMessage, ChatComplet
 from openai.types.shared_params import ResponseFormatJSONSchema
 from pydantic import SecretStr
 
+from scheduler.dag.drafts import DraftSink
 from scheduler.dag.executors import UsageSink
 from scheduler.errors import TaskError
 from scheduler.planning.messages import Message
@@ -105,9 +106,66 @@ class LLM:
     async def aclose(self) -> None:
         await self._client.close()
 
+    def _check_key(self) -> None:
+        if self._missing_key:
+            raise TaskError(
+                "OPENAI_API_KEY is not set: set it to use OpenAI, or set OPENAI_BASE_URL to use "
+                "an OpenAI-compatible server.",
+                retryable=False,
+            )
+
     async def complete_text(self, messages: Sequence[Message], *, usage: UsageSink) -> Completion:
         """A plain-text completion."""
         return await self._complete(messages, usage=usage, response_format=None)
+
+    async def stream_text(
+        self, messages: Sequence[Message], *, usage: UsageSink, on_text: DraftSink
+    ) -> Completion:
+        """A plain-text completion, streamed: `on_text` gets each piece of content as it comes.
+
+        The returned Completion is the whole answer, as `complete_text` would give it.
+        """
+        self._check_key()
+        content: list[str] = []
+        refusal: list[str] = []
+        finish_reason = "stop"
+        model = self.model
+        prompt_tokens = completion_tokens = 0
+        try:
+            stream = await self._client.chat.completions.create(
+                model=self.model,
+                messages=[_wire(m) for m in messages],
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+            async with stream:
+                async for chunk in stream:
+                    model = chunk.model or model
+                    if chunk.usage is not None:
+                        prompt_tokens = chunk.usage.prompt_tokens
+                        completion_tokens = chunk.usage.completion_tokens
+                    for choice in chunk.choices[:1]:
+                        if choice.delta.content:
+                            content.append(choice.delta.content)
+                            on_text(choice.delta.content)
+                        if choice.delta.refusal:
+                            refusal.append(choice.delta.refusal)
+                        if choice.finish_reason is not None:
+                            finish_reason = str(choice.finish_reason)
+        except openai.OpenAIError as error:
+            raise task_error(
+                error, timeout=self.timeout, base_url=self.base_url, secrets=self._secrets
+            ) from None
+        completion = Completion(
+            content="".join(content) if content else None,
+            refusal="".join(refusal) if refusal else None,
+            finish_reason=finish_reason,
+            model=model,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+        )
+        await usage(completion.model, completion.prompt_tokens, completion.completion_tokens)
+        return completion
 
     async def complete_structured(
         self,
@@ -131,12 +189,7 @@ class LLM:
         usage: UsageSink,
         response_format: ResponseFormatJSONSchema | None,
     ) -> Completion:
-        if self._missing_key:
-            raise TaskError(
-                "OPENAI_API_KEY is not set: set it to use OpenAI, or set OPENAI_BASE_URL to use "
-                "an OpenAI-compatible server.",
-                retryable=False,
-            )
+        self._check_key()
         try:
             response = await self._client.chat.completions.create(
                 model=self.model,

@@ -180,5 +180,10 @@ class SummaryExecutor(_LlmStep):
             results=fit_outputs(results, self._budget),
             failures=failures,
         )
-        completion = await self._llm.complete_text(messages, usage=context.record_usage)
+        # Streamed, so that front ends can show the answer while the model writes it; the empty
+        # draft first lets them get ready (find the thread, note their intent) meanwhile.
+        context.emit_text("")
+        completion = await self._llm.stream_text(
+            messages, usage=context.record_usage, on_text=context.emit_text
+        )
         return answer_text(completion)

@@ -171,7 +171,9 @@ async def test_a_run_resumes_after_a_crash_and_keeps_its_plan_message(tmp_path: 
 
         second = await BotProcess.start(env, tmp_path)
         await slack.wait_for(
-            lambda s: any(SUMMARY in m.text for m in s.replies(CHANNEL, root.ts)),
+            lambda s: any(
+                SUMMARY in m.text and not m.streaming for m in s.replies(CHANNEL, root.ts)
+            ),
             within=START_TIMEOUT,
         )
         assert await second.stop() == 0, second.log

@@ -28,6 +28,11 @@ content, e.g. `lambda r: plan if r.is_structured else "done"`). With neither, th
 request in `server.unscripted` so a test can assert that nothing unexpected was asked. A responder
 that raises gets the same 500 answer, and its exception lands in `server.responder_errors`.
 
+A streamed reply can be paced by the test: `Reply.paced(["Hel", "lo"], pacer)` sends each piece
+only once `pacer.release()` lets it go, and `pacer.sent_at[i]` records (`time.perf_counter()`)
+when piece i was written, so a test can measure what happened after the model's first token
+without sleeping. `include_usage` in `stream_options` puts usage in a last, choice-less chunk.
+
 A responder may be async (e.g. to wait on an `asyncio.Event` and hold a call open while a test
 cancels a run). `await server.wait_for_requests(n)` waits, without sleeping, until n requests have
 arrived.
@@ -123,6 +128,9 @@ class Reply:
     headers: Mapping[str, str] = field(default_factory=dict)
     prompt_tokens: int = 11
     completion_tokens: int = 7
+    pieces: tuple[str, ...] | None = None
+    """When streamed: the content deltas, in order (default: the content cut after each space)."""
+    pacer: Pacer | None = None
     tool_calls: tuple[tuple[str, str], ...] = ()
     """(function name, arguments JSON) of each tool call the model makes."""
     page: str | None = None
@@ -131,6 +139,11 @@ class Reply:
     @classmethod
     def text(cls, content: str, **kwargs: Any) -> Reply:
         return cls(content=content, **kwargs)
+
+    @classmethod
+    def paced(cls, pieces: list[str], pacer: Pacer | None = None, **kwargs: Any) -> Reply:
+        """A text answer streamed as exactly these deltas, each sent when `pacer` allows."""
+        return cls(content="".join(pieces), pieces=tuple(pieces), pacer=pacer, **kwargs)
 
     @classmethod
     def json(cls, value: Any, **kwargs: Any) -> Reply:
@@ -179,6 +192,40 @@ class Reply:
         if should_retry is not None:
             headers["x-should-retry"] = "true" if should_retry else "false"
         return cls(status=status, error_message=message or f"fake error {status}", headers=headers)
+
+
+class Pacer:
+    """Releases a streamed reply's pieces when the test says so, and notes when each was sent."""
+
+    def __init__(self) -> None:
+        self.released = 0
+        self.sent_at: list[float] = []
+        self._changed = asyncio.Condition()
+
+    def release(self, count: int = 1) -> None:
+        """Let `count` more pieces go."""
+        self.released += count
+        asyncio.get_running_loop().create_task(self._notify())
+
+    def release_all(self) -> None:
+        self.release(1_000_000)
+
+    async def wait_sent(self, count: int) -> None:
+        """Until `count` pieces have been written to the client."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: len(self.sent_at) >= count)
+
+    async def before_piece(self, index: int) -> None:
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.released > index)
+
+    async def after_piece(self) -> None:
+        self.sent_at.append(time.perf_counter())
+        await self._notify()
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
 
 
 Responder = Callable[[ChatRequest], Reply | str | Awaitable[Reply | str]]
@@ -345,8 +392,13 @@ async def _stream(
     await send([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
     if reply.refusal is not None:
         await send([{"index": 0, "delta": {"refusal": reply.refusal}, "finish_reason": None}])
-    for piece in _pieces(reply.content or ""):
+    pieces = reply.pieces if reply.pieces is not None else tuple(_pieces(reply.content or ""))
+    for index, piece in enumerate(pieces):
+        if reply.pacer is not None:
+            await reply.pacer.before_piece(index)
         await send([{"index": 0, "delta": {"content": piece}, "finish_reason": None}])
+        if reply.pacer is not None:
+            await reply.pacer.after_piece()
     for index, call in enumerate(_tool_calls(reply, completion_id)):
         delta = {"tool_calls": [{"index": index, **call}]}
         await send([{"index": 0, "delta": delta, "finish_reason": None}])

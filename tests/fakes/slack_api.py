@@ -60,6 +60,9 @@ MAX_BLOCKS = 50
 MAX_SECTION_TEXT = 3000
 MAX_MESSAGE_TEXT = 40000
 MAX_MARKDOWN_TEXT = 12000
+MAX_STREAMED_TEXT = 11000
+"""UTF-8 bytes of text a streamed message holds before Slack answers `msg_too_long` (measured
+by others at about 10,600-11,300 bytes; undocumented). Tests may lower `max_streamed_text`."""
 
 # ---- rate tiers and the status timeout (Slack's published numbers) ----------------------------
 # Per API method, per workspace (team), per app; Slack documents "N+ per minute" and tolerates
@@ -240,6 +243,7 @@ class FakeSlack:
         self.users: dict[str, dict[str, Any]] = {}
         self.rejected_block_types: set[str] = set()
         self.max_message_text = MAX_MESSAGE_TEXT
+        self.max_streamed_text = MAX_STREAMED_TEXT
         self._failures: list[_Failure] = []
         self.down: Outage | None = None
         self._changed = asyncio.Condition()
@@ -618,6 +622,8 @@ class FakeSlack:
     def _update(self, body: dict[str, Any]) -> dict[str, Any]:
         channel = _require(body, "channel")
         message = self._existing(channel, _require(body, "ts"))
+        if message.streaming:
+            raise SlackError("streaming_state_conflict")
         self._check_content(body)
         message.text = _str(body.get("text")) or _str(body.get("markdown_text")) or ""
         if "blocks" in body:
@@ -654,6 +660,26 @@ class FakeSlack:
             link += f"?thread_ts={message.thread_ts}&cid={channel}"
         return {"ok": True, "channel": channel, "permalink": link}
 
+    # ---- streaming (chat.startStream / appendStream / stopStream) ---------------------------
+    #
+    # A streamed message is `streaming` from startStream until stopStream, or until Slack
+    # finalizes it on its own (`expire_stream`: real streams end after a few idle minutes,
+    # slack-sdk#1859). While streaming it cannot be edited (`streaming_state_conflict`); once
+    # finalized it cannot be appended to or stopped (`message_not_in_streaming_state`), only
+    # edited like any message. Each call carries at most 12,000 characters of markdown, and
+    # a streamed message as a whole refuses text past `max_streamed_text` UTF-8 bytes
+    # (`msg_too_long`).
+
+    def expire_stream(self, channel: str, ts: str) -> None:
+        """Finalize a streaming message as Slack does after a stream sits idle too long."""
+        message = self._existing(channel, ts)
+        message.streaming = False
+
+    def streaming_messages(self) -> list[FakeMessage]:
+        """Messages still streaming, oldest first."""
+        found = [m for m in self.messages.values() if m.streaming]
+        return sorted(found, key=lambda m: _ts_key(m.ts))
+
     def _start_stream(self, body: dict[str, Any]) -> dict[str, Any]:
         channel = _require(body, "channel")
         thread_ts = _require(body, "thread_ts")
@@ -662,10 +688,13 @@ class FakeSlack:
                 raise SlackError("missing_recipient_team_id")
             if not body.get("recipient_user_id"):
                 raise SlackError("missing_recipient_user_id")
+        text = _stream_text(body)
+        if _utf8(text) > self.max_streamed_text:
+            raise SlackError("msg_too_long")
         message = FakeMessage(
             channel=channel,
             ts=self.next_ts(),
-            text=_stream_text(body),
+            text=text,
             thread_ts=thread_ts,
             streaming=True,
         )
@@ -685,17 +714,23 @@ class FakeSlack:
         addition = _stream_text(body)
         if not addition:
             raise SlackError("no_text")
+        if _utf8(message.text + addition) > self.max_streamed_text:
+            raise SlackError("msg_too_long")
         message.text += addition
         message.versions.append(message.text)
         return {"ok": True, "channel": message.channel, "ts": message.ts}
 
     def _stop_stream(self, body: dict[str, Any]) -> dict[str, Any]:
         message = self._streaming(body)
-        message.text += _stream_text(body)
-        if len(message.text) > MAX_MARKDOWN_TEXT * 4:
+        addition = _stream_text(body)
+        if _utf8(message.text + addition) > self.max_streamed_text:
             raise SlackError("msg_too_long")
         if body.get("blocks") is not None:
             self._check_blocks(body["blocks"])
+        if body.get("metadata") is not None and not _valid_metadata(body["metadata"]):
+            raise SlackError("invalid_metadata_format")
+        message.text += addition
+        if body.get("blocks") is not None:
             message.blocks = _blocks_of(body)
         if body.get("metadata") is not None:
             message.metadata = _dict(body.get("metadata"))
@@ -1038,13 +1073,36 @@ def _ts_key(ts: str) -> tuple[int, int]:
 
 
 def _stream_text(body: dict[str, Any]) -> str:
-    text = _str(body.get("markdown_text")) or ""
+    """The markdown a streaming call carries: `markdown_text` or `markdown_text` chunks, each
+    at most 12,000 characters (Slack refuses both at once, as it does longer text)."""
+    markdown_text = _str(body.get("markdown_text"))
     chunks = body.get("chunks")
-    if isinstance(chunks, list):
+    if markdown_text and chunks:
+        raise SlackError("invalid_arguments")
+    texts = [markdown_text or ""]
+    if chunks is not None:
+        if not isinstance(chunks, list) or not all(isinstance(c, dict) for c in chunks):
+            raise SlackError("invalid_chunks")
         for chunk in chunks:
-            if isinstance(chunk, dict) and chunk.get("type") == "markdown_text":
-                text += str(chunk.get("text", ""))
-    return text
+            if chunk.get("type") == "markdown_text":
+                if not isinstance(chunk.get("text"), str):
+                    raise SlackError("invalid_chunks")
+                texts.append(chunk["text"])
+    if any(len(text) > MAX_MARKDOWN_TEXT for text in texts):
+        raise SlackError("msg_too_long")
+    return "".join(texts)
+
+
+def _utf8(text: str) -> int:
+    return len(text.encode())
+
+
+def _valid_metadata(metadata: Any) -> bool:
+    return (
+        isinstance(metadata, dict)
+        and isinstance(metadata.get("event_type"), str)
+        and isinstance(metadata.get("event_payload"), dict)
+    )
 
 
 def _walk_blocks(blocks: Iterable[Any]) -> Iterable[dict[str, Any]]:

@@ -387,37 +387,6 @@ async def test_refused_plan_blocks_fall_back_to_classic_and_the_channel_remember
 # -- the summary -------------------------------------------------------------------------------
 
 
-async def test_summary_is_streamed_to_the_requester(slack: FakeSlack, db_path: str) -> None:
-    async with running(db_path, slack) as stack:
-        thread = await stack.submit(slack, make_plan(2))
-        await stack.settle(thread.run_id)
-        [start] = slack.calls_to("chat.startStream", ok=True)
-        assert start.body["recipient_user_id"] == ALICE
-        assert start.body["recipient_team_id"] == slack.team_id
-        assert start.body["thread_ts"] == thread.ts
-        [stop] = slack.calls_to("chat.stopStream", ok=True)
-        assert stop.body["metadata"]["event_payload"]["run_id"] == thread.run_id
-        [summary] = summaries(slack, thread)
-        assert summary.ts == start.response["ts"]
-        assert not summary.streaming
-        assert summary.text == "# Report\n\n- t1: Step 1 done\n- t2: Step 2 done"
-
-
-async def test_summary_posted_whole_when_streaming_fails(slack: FakeSlack, db_path: str) -> None:
-    slack.fail("chat.startStream", "not_allowed_token_type")
-    async with running(db_path, slack) as stack:
-        first = await stack.submit(slack, make_plan(1))
-        await stack.settle(first.run_id)
-        [summary] = summaries(slack, first)
-        assert summary.block_types == ["markdown"]
-        assert summary_text(summary) == "# Report\n\n- t1: Step 1 done"
-
-        second = await stack.submit(slack, make_plan(1))
-        await stack.settle(second.run_id)
-        assert len(summaries(slack, second)) == 1
-        assert len(slack.calls_to("chat.startStream")) == 1, "streaming not retried in that team"
-
-
 async def test_summary_posted_whole_without_recipient_ids(slack: FakeSlack, db_path: str) -> None:
     async with running(db_path, slack) as stack:
         thread = await stack.submit(slack, make_plan(1), team_id=None)
@@ -427,10 +396,8 @@ async def test_summary_posted_whole_without_recipient_ids(slack: FakeSlack, db_p
         assert summary_text(summary) == "# Report\n\n- t1: Step 1 done"
 
 
-@pytest.mark.parametrize("stream", [True, False])
-async def test_huge_summary_is_split_into_clean_messages(
-    slack: FakeSlack, db_path: str, stream: bool
-) -> None:
+async def test_huge_summary_is_split_into_clean_messages(slack: FakeSlack, db_path: str) -> None:
+    stream = False  # streamed: tests/unit/test_summary_stream.py
     paragraphs = [f"## Part {i}\n\n" + f"sentence {i} " * 300 for i in range(40)]
     text = "\n\n".join(paragraphs)
     assert len(text) > 100_000

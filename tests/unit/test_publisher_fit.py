@@ -19,6 +19,7 @@ from tests.unit.test_publisher import (
     running,
     slack,
 )
+from tests.unit.test_summary_stream import streaming_executors
 
 __all__ = ["db_path", "slack"]  # fixtures shared with test_publisher
 
@@ -115,7 +116,12 @@ async def test_mentions_the_model_writes_never_reach_slack_live(
     slack: FakeSlack, db_path: str, stream: bool
 ) -> None:
     written = "Done, <!channel>! Ask <@U0BOSS> or <!subteam^S1|@ops>; <!here> too."
-    async with running(db_path, slack, executors(summary=lambda _: written)) as stack:
+    # Streamed while the model writes it, in pieces that cut through the mentions.
+    pieces = [written[:12], written[12:30], written[30:]]
+    engine_executors = (
+        streaming_executors(slack, pieces) if stream else executors(summary=lambda _: written)
+    )
+    async with running(db_path, slack, engine_executors) as stack:
         thread = await stack.submit(slack, make_plan(1), team_id=slack.team_id if stream else None)
         await stack.settle(thread.run_id)
         assert bool(slack.calls_to("chat.startStream")) == stream
