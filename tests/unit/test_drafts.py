@@ -12,8 +12,9 @@ from scheduler.dag.drafts import Draft, Drafts
 from scheduler.dag.engine import Engine
 from scheduler.dag.executors import TaskContext
 from scheduler.dag.plan import TaskKind
-from scheduler.planning.llm import LLM, Message
+from scheduler.planning.llm import LLM
 from scheduler.planning.llm_steps import SummaryExecutor
+from scheduler.planning.messages import Message
 from storage.records import TaskStatus
 from storage.sqlite import SqliteStore
 from tests.fakes.openai_server import FakeOpenAI, Pacer, Reply, UsageCall, UsageLog
