@@ -96,6 +96,10 @@ async def open_postgres(database_url: str, *, owner: Owner | None = None) -> Pos
     return await PostgresStore.open(database_url, owner=owner)
 
 
+IDLE_IN_TRANSACTION_MS = 5_000
+"""dagbot's transactions never wait on anything but the database; one idle this long is stuck."""
+
+
 class PostgresStore:
     def __init__(self, pool: AsyncConnectionPool[Connection], owner: Owner | None = None) -> None:
         self.owner = owner or Owner()
@@ -121,7 +125,14 @@ class PostgresStore:
         pool: AsyncConnectionPool[Connection] = AsyncConnectionPool(
             conninfo,
             connection_class=psycopg.AsyncConnection[DictRow],
-            kwargs={"autocommit": True, "row_factory": dict_row},
+            kwargs={
+                "autocommit": True,
+                "row_factory": dict_row,
+                # A process frozen inside a transaction (SIGSTOP, a stalled VM) would otherwise
+                # hold its rows locked for ever, and FOR UPDATE SKIP LOCKED claims would skip its
+                # runs instead of taking them over; the server ends such a session instead.
+                "options": f"-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS}",
+            },
             min_size=1,
             max_size=POOL_SIZE,
             open=False,
