@@ -22,6 +22,7 @@ from urllib.parse import urlparse
 
 import aiosqlite
 
+from storage import rows as codec
 from storage.errors import (
     DatabaseReplaced,
     LeaseLost,
@@ -47,7 +48,6 @@ from storage.records import (
     RunRecord,
     RunStatus,
     TaskRecord,
-    TaskStatus,
     Transition,
     UsageRecord,
     UsageTotal,
@@ -264,7 +264,7 @@ class SqliteStore:
             parent_run_id=new.parent_run_id,
             meta=dict(new.meta),
         )
-        return record, _event(seq, created, now)
+        return record, codec.event(seq, created, now)
 
     async def set_plan(self, run_id: str, plan: dict[str, Any]) -> Event:
         now = time.time()
@@ -293,7 +293,7 @@ class SqliteStore:
             db.executemany(query("insert_task"), task_rows)
             return _append_event(db, planned, now)
 
-        return _event(await self._write(work), planned, now)
+        return codec.event(await self._write(work), planned, now)
 
     def record(self, transition: Transition) -> asyncio.Future[Event]:
         """Queue `transition` at once for the next group commit; the future gives its event.
@@ -350,7 +350,7 @@ class SqliteStore:
             if run_updates:
                 db.executemany(query("update_run_status"), run_updates)
             if kept:
-                db.executemany(query("insert_event"), [_event_row(t, at) for t, at in kept])
+                db.executemany(query("insert_event"), [codec.event_row(t, at) for t, at in kept])
             [(last,)] = db.execute("SELECT last_insert_rowid()").fetchall()
             return int(last) - len(kept) + 1
 
@@ -359,7 +359,7 @@ class SqliteStore:
         results: list[Event | LeaseLost] = []
         for transition, at, _ in batch:
             if transition.run_id in owned:
-                results.append(_event(seq, transition, at))
+                results.append(codec.event(seq, transition, at))
                 seq += 1
             else:
                 results.append(LeaseLost.of(transition.run_id))
@@ -443,7 +443,7 @@ class SqliteStore:
             updated: sqlite3.Row = db.execute(query("select_run"), {"id": run_id}).fetchone()
             return updated
 
-        return _run(await self._write(work))
+        return codec.run_from_row(await self._write(work))
 
     async def claim_delivery(self, event_id: str) -> bool:
         return await self._write(lambda db: _claim(db, event_id, time.time()))
@@ -484,11 +484,11 @@ class SqliteStore:
 
     async def get_run(self, run_id: str) -> RunRecord | None:
         row = await self._fetchone(query("select_run"), {"id": run_id})
-        return _run(row) if row is not None else None
+        return codec.run_from_row(row) if row is not None else None
 
     async def get_tasks(self, run_id: str) -> list[TaskRecord]:
         rows = await self._fetchall(query("select_tasks"), {"run_id": run_id})
-        return [_task(row) for row in rows]
+        return [codec.task_from_row(row) for row in rows]
 
     async def find_run(self, id_or_prefix: str) -> RunRecord | None:
         if not id_or_prefix:
@@ -499,8 +499,8 @@ class SqliteStore:
         )
         exact = [row for row in rows if row["id"] == id_or_prefix]
         if exact:
-            return _run(exact[0])
-        return _run(rows[0]) if len(rows) == 1 else None
+            return codec.run_from_row(exact[0])
+        return codec.run_from_row(rows[0]) if len(rows) == 1 else None
 
     async def unfinished_runs(self) -> list[str]:
         rows = await self._fetchall(query("select_unfinished_runs"))
@@ -515,7 +515,7 @@ class SqliteStore:
             rows = await self._fetchall(
                 query("select_recent_runs_of"), {"requester": requester, "limit": limit}
             )
-        return [_run(row) for row in rows]
+        return [codec.run_from_row(row) for row in rows]
 
     async def recent_tool_durations(self, limit: int) -> list[tuple[str, float]]:
         rows = await self._fetchall(query("select_recent_tool_durations"), {"limit": limit})
@@ -523,18 +523,18 @@ class SqliteStore:
 
     async def latest_run_in_thread(self, thread_key: str) -> RunRecord | None:
         row = await self._fetchone(query("select_latest_run_in_thread"), {"thread_key": thread_key})
-        return _run(row) if row is not None else None
+        return codec.run_from_row(row) if row is not None else None
 
     async def events(self, run_id: str) -> list[Event]:
         rows = await self._fetchall(query("select_events"), {"run_id": run_id})
-        return [_event_from_row(row) for row in rows]
+        return [codec.event_from_row(row) for row in rows]
 
     async def last_event(self, run_id: str, kinds: Collection[EventKind]) -> Event | None:
         row = await self._fetchone(
             query("select_last_event"),
             {"run_id": run_id, "kinds": json.dumps([kind.value for kind in kinds])},
         )
-        return _event_from_row(row) if row is not None else None
+        return codec.event_from_row(row) if row is not None else None
 
     async def feedback(self, run_id: str) -> dict[str, int]:
         rows = await self._fetchall(query("select_feedback_counts"), {"run_id": run_id})
@@ -584,7 +584,7 @@ class SqliteStore:
         rows = await self._fetchall(
             query("select_runs_in_plan_style"), {"plan_style": plan_style, "limit": limit}
         )
-        return [_run(row) for row in rows]
+        return [codec.run_from_row(row) for row in rows]
 
     async def usage(self, run_id: str) -> list[UsageTotal]:
         rows = await self._fetchall(query("select_usage"), {"run_id": run_id})
@@ -633,77 +633,5 @@ def _claim(db: sqlite3.Connection, event_id: str, at: float) -> bool:
 
 
 def _append_event(db: sqlite3.Connection, transition: Transition, at: float) -> int:
-    [(seq,)] = db.execute(query("append_event"), _event_row(transition, at)).fetchall()
+    [(seq,)] = db.execute(query("append_event"), codec.event_row(transition, at)).fetchall()
     return int(seq)
-
-
-def _event_data(transition: Transition) -> dict[str, Any] | None:
-    """What the event log keeps of a transition beyond its kind: its data, and any error."""
-    data = dict(transition.data or {})
-    if transition.error is not None:
-        data.setdefault("error", transition.error)
-    return data or None
-
-
-def _event_row(transition: Transition, at: float) -> dict[str, Any]:
-    data = _event_data(transition)
-    return {
-        "run_id": transition.run_id,
-        "task_id": transition.task_id,
-        "kind": transition.kind.value,
-        "at": at,
-        "data_json": json.dumps(data) if data is not None else None,
-    }
-
-
-def _event(seq: int, transition: Transition, at: float) -> Event:
-    return Event(
-        seq=seq,
-        run_id=transition.run_id,
-        kind=transition.kind,
-        at=at,
-        task_id=transition.task_id,
-        data=_event_data(transition),
-    )
-
-
-def _event_from_row(row: sqlite3.Row) -> Event:
-    return Event(
-        seq=row["seq"],
-        run_id=row["run_id"],
-        kind=EventKind(row["kind"]),
-        at=row["at"],
-        task_id=row["task_id"],
-        data=json.loads(row["data_json"]) if row["data_json"] else None,
-    )
-
-
-def _run(row: sqlite3.Row) -> RunRecord:
-    return RunRecord(
-        id=row["id"],
-        goal=row["goal"],
-        status=RunStatus(row["status"]),
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        plan=json.loads(row["plan_json"]) if row["plan_json"] else None,
-        error=row["error"],
-        requester=row["requester"],
-        thread_key=row["thread_key"],
-        parent_run_id=row["parent_run_id"],
-        meta=json.loads(row["meta_json"]),
-    )
-
-
-def _task(row: sqlite3.Row) -> TaskRecord:
-    return TaskRecord(
-        run_id=row["run_id"],
-        id=row["id"],
-        position=row["position"],
-        spec=json.loads(row["spec_json"]),
-        status=TaskStatus(row["status"]),
-        attempts=row["attempts"],
-        started_at=row["started_at"],
-        finished_at=row["finished_at"],
-        output=row["output"],
-        error=row["error"],
-    )
