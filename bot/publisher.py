@@ -116,12 +116,19 @@ class SlackPublisher:
         # A process that dies right after a run finished leaves it unlanded and leased to it
         # for a while: looked for again on every lease round.
         self._engine.on_lease_round(self._land_orphans)
+        # A finished run stays leased here while its last messages are on their way (they may
+        # wait minutes for Slack's rate limits): else another replica would land it too.
+        self._engine.keep_leased(self._landing)
+
+    def _landing(self) -> set[str]:
+        return {run_id for run_id, state in self._runs.items() if not state.ignored}
 
     async def _land_orphans(self) -> None:
         for run_id in await self._engine.store.unlanded_runs():
             if run_id in self._runs:
                 continue  # being landed here already
             if await self._engine.take(run_id):  # its process is gone: land it here, once
+                log.info("run %s: landing its final state here (its process stopped)", run_id)
                 self._mark(self._state(run_id))
 
     async def aclose(self) -> None:

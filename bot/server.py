@@ -27,6 +27,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.app import build_app
 from bot.intake import Intake
 from bot.publisher import SlackPublisher
+from bot.rate_budget import RateBudget
 from bot.request_guard import check_request
 from bot.runtime import Runtime, open_runtime
 from bot.settings import ConfigError, Settings, load_settings
@@ -89,7 +90,11 @@ async def running_bot(
     _check_settings(settings)
     async with open_runtime(settings) as runtime:
         engine = runtime.engine
-        client = make_client(_secret(settings.slack_bot_token), settings.slack_api_url)
+        client = make_client(
+            _secret(settings.slack_bot_token),
+            settings.slack_api_url,
+            budget=RateBudget(speed=settings.slack_clock_speed),
+        )
         publisher = SlackPublisher(client, engine, min_interval=update_interval)
         await publisher.start()
         intake = Intake(engine, client, publisher, max_goal_chars=settings.max_goal_chars)

@@ -505,7 +505,8 @@ class PostgresStore:
         await self._write(_statement(q("upsert_delivery_post"), row))
 
     async def unlanded_runs(self) -> list[str]:
-        return [str(row["id"]) for row in await self._fetchall(q("select_unlanded_runs"))]
+        params = {"owner": self.owner.id, "now": time.time()}
+        return [str(row["id"]) for row in await self._fetchall(q("select_unlanded_runs"), params)]
 
     async def runs_in_plan_style(self, plan_style: str, *, limit: int) -> list[RunRecord]:
         rows = await self._fetchall(
@@ -537,8 +538,12 @@ class PostgresStore:
         }
         return bool(await self._write(lambda conn: _ids(conn, q("claim_run"), params)))
 
-    async def renew_leases(self) -> set[str]:
-        params = {"owner": self.owner.id, "expires": time.time() + self.owner.lease_seconds}
+    async def renew_leases(self, also: Collection[str] = ()) -> set[str]:
+        params = {
+            "owner": self.owner.id,
+            "expires": time.time() + self.owner.lease_seconds,
+            "also": sorted(also),
+        }
         return set(await self._write(lambda conn: _ids(conn, q("renew_leases"), params)))
 
     async def lease(self, run_id: str) -> Lease | None:

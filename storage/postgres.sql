@@ -132,6 +132,11 @@ WHERE id IN (
 )
 RETURNING id;
 
+-- name: renew_leases
+UPDATE runs SET lease_expires_at = :expires
+WHERE owner = :owner AND (status IN ('planning', 'running') OR id = ANY(:also))
+RETURNING id;
+
 -- name: select_owned
 -- FOR SHARE: a replica taking the run over waits until this commit is done.
 SELECT id FROM runs WHERE owner = :owner AND id = ANY(:ids) FOR SHARE;

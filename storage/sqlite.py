@@ -395,9 +395,13 @@ class SqliteStore:
         }
         return bool(await self._write(partial(_ids, query("claim_run"), params)))
 
-    async def renew_leases(self) -> set[str]:
-        """Extend this owner's leases; the unfinished runs it still owns."""
-        params = {"owner": self.owner.id, "expires": time.time() + self.owner.lease_seconds}
+    async def renew_leases(self, also: Collection[str] = ()) -> set[str]:
+        """Extend this owner's leases; the runs renewed (see Store.renew_leases)."""
+        params = {
+            "owner": self.owner.id,
+            "expires": time.time() + self.owner.lease_seconds,
+            "also": json.dumps(sorted(also)),
+        }
         return set(await self._write(partial(_ids, query("renew_leases"), params)))
 
     async def lease(self, run_id: str) -> Lease | None:
@@ -577,7 +581,8 @@ class SqliteStore:
         await self._write(_statement(query("upsert_delivery_post"), row))
 
     async def unlanded_runs(self) -> list[str]:
-        rows = await self._fetchall(query("select_unlanded_runs"))
+        params = {"owner": self.owner.id, "now": time.time()}
+        rows = await self._fetchall(query("select_unlanded_runs"), params)
         return [row["id"] for row in rows]
 
     async def runs_in_plan_style(self, plan_style: str, *, limit: int) -> list[RunRecord]:

@@ -267,9 +267,16 @@ class Engine:
         been started or resumed here)."""
         self._keeper.hooks.append(hook)
 
+    def keep_leased(self, runs: Callable[[], Collection[str]]) -> None:
+        """Keep renewing the leases this process holds on `runs()` (asked every round) even
+        once they are finished: a front end still delivering a run's last messages must not
+        have another process take the run and deliver them a second time."""
+        self._keeper.also_kept.append(runs)
+
     async def take(self, run_id: str) -> bool:
         """Lease a run to this process without working on it (e.g. to land a finished run's
         last messages after its process died); False while another live process holds it."""
+        self._keeper.start()  # the lease taken must be renewed while the run is landed here
         return await self.store.claim_run(run_id)
 
     # -- reads and front-end bookkeeping (front ends reach storage only through these) ---------
