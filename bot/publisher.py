@@ -29,7 +29,7 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.app_home import AppHome
-from bot.budgeted_client import BudgetedWebClient
+from bot.budgeted_client import BudgetedWebClient, speak_for
 from bot.outbox import DeliveryBook
 from bot.run_sync import PLANNING_LOADING, PLANNING_STATUS, STATUS_REFRESH, RunSync, RunThread
 from bot.slack_client import error_code, is_transient, retry_after
@@ -239,6 +239,7 @@ class SlackPublisher:
     # -- the per-run worker ------------------------------------------------------------------
 
     async def _work(self, state: _RunState) -> None:
+        speak_for(state.run_id)
         loop = asyncio.get_running_loop()
         while state.dirty and not state.ignored:
             delay = state.next_at - loop.time()

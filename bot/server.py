@@ -94,6 +94,7 @@ async def running_bot(
             _secret(settings.slack_bot_token),
             settings.slack_api_url,
             budget=RateBudget(speed=settings.slack_clock_speed),
+            holds=engine.holds,
         )
         publisher = SlackPublisher(client, engine, min_interval=update_interval)
         await publisher.start()

@@ -32,6 +32,7 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.blocks import defuse_mentions, feedback_blocks, markdown_message
+from bot.budgeted_client import LeaseLapsed, speak_for
 from bot.capabilities import Feature
 from bot.slack_client import error_code, is_transient, retry_after
 from bot.thread_writer import SlackTarget, ThreadWriter
@@ -215,6 +216,7 @@ class LiveSummaries:
             live.wake.set()
 
     async def _work(self, live: _Live) -> None:
+        speak_for(live.run_id)
         try:
             live.target = await self._target(live)
         except Exception:
@@ -247,6 +249,9 @@ class LiveSummaries:
             live.wake.clear()
             try:
                 more = await self._flush(live)
+            except LeaseLapsed:
+                live.off = True  # maybe another process's run now: it finishes the message
+                return
             except (SlackApiError, SlackClientError) as error:
                 log.warning("streaming run %s's summary: %s", live.run_id, error_code(error))
                 if not is_transient(error):

@@ -267,6 +267,12 @@ class Engine:
         been started or resumed here)."""
         self._keeper.hooks.append(hook)
 
+    def holds(self, run_id: str | None) -> bool:
+        """Whether this process may still speak for `run_id` (None: for the runs it holds), by
+        its own clock, without asking the database (see LeaseKeeper.holds): front ends check it
+        right before each write to the outside world."""
+        return self._keeper.holds(run_id)
+
     def keep_leased(self, runs: Callable[[], Collection[str]]) -> None:
         """Keep renewing the leases this process holds on `runs()` (asked every round) even
         once they are finished: a front end still delivering a run's last messages must not
@@ -277,7 +283,10 @@ class Engine:
         """Lease a run to this process without working on it (e.g. to land a finished run's
         last messages after its process died); False while another live process holds it."""
         self._keeper.start()  # the lease taken must be renewed while the run is landed here
-        return await self.store.claim_run(run_id)
+        if not await self.store.claim_run(run_id):
+            return False
+        self._keeper.lost.discard(run_id)
+        return True
 
     # -- reads and front-end bookkeeping (front ends reach storage only through these) ---------
 
@@ -384,6 +393,7 @@ class Engine:
 
     def _start(self, run_id: str, *, given_plan: Plan | None, resumed: bool) -> None:
         self._keeper.start()
+        self._keeper.lost.discard(run_id)  # claimed (back): ours again
         driver = asyncio.create_task(
             self._drive(run_id, given_plan, resumed), name=f"dagbot run {run_id}"
         )

@@ -24,6 +24,10 @@ from storage.store import Store
 log = logging.getLogger("dagbot.ownership")
 
 MIN_INTERVAL = 0.02
+CURRENT_SHARE = 0.8
+"""Share of the lease time after the last renewal during which this process may still speak
+for its runs: past it, another process may have taken them (this one was paused, or its
+renewals stalled) until a renewal says otherwise."""
 
 
 class LeaseKeeper:
@@ -45,12 +49,18 @@ class LeaseKeeper:
         self.interval = max(self._lease / 3, MIN_INTERVAL)
         self._task: asyncio.Task[None] | None = None
         self._round: asyncio.Task[None] | None = None
+        self._renewed_at: float | None = None
+        """When the last successful renewal started (monotonic)."""
+        self.lost: set[str] = set()
+        """Runs this process held and another process took (until it takes them back)."""
         self.hooks: list[Callable[[], Awaitable[object]]] = []
         """Called after each round, e.g. to land what a dead process left unposted."""
         self.also_kept: list[Callable[[], Collection[str]]] = []
         """Runs whose leases are renewed even once finished (their messages still being sent)."""
 
     def start(self) -> None:
+        if self._renewed_at is None:
+            self._renewed_at = time.monotonic()  # the leases were just taken or claimed
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._keep(), name="dagbot lease keeper")
             self._task.add_done_callback(self._stopped)
@@ -67,17 +77,35 @@ class LeaseKeeper:
         await self.renew()
         await self.round()
 
+    def holds(self, run_id: str | None) -> bool:
+        """Whether this process surely still holds `run_id` (None: all of its runs), by its
+        own clock and its last renewal.
+
+        False once the last renewal started more than CURRENT_SHARE of a lease ago: a process
+        paused past its lease (SIGSTOP, a frozen VM) must not post or edit anything for runs
+        another process may have taken meanwhile, until a renewal has told which are still its;
+        and false for a run that renewal found taken.
+        """
+        started = self._renewed_at
+        if started is not None and time.monotonic() - started >= self._lease * CURRENT_SHARE:
+            return False
+        return run_id is None or run_id not in self.lost
+
     async def renew(self) -> None:
         """Renew this process's leases; stop driving the runs another process took."""
+        started = time.monotonic()
         before = self._working_on()
         also = {run_id for runs in self.also_kept for run_id in runs()}
         owned = await self._store.renew_leases(also)
-        for run_id in before - owned:
+        for run_id in (before | also) - owned - self.lost:
             # Not renewed: finished meanwhile (still ours, its driver is ending on its own),
             # or taken by another process.
             lease = await self._store.lease(run_id)
             if lease is not None and lease.owner != self._store.owner.id:
-                self._drop(run_id, f"its lease was taken over by {lease.owner}")
+                self.lost.add(run_id)
+                if run_id in before:
+                    self._drop(run_id, f"its lease was taken over by {lease.owner}")
+        self._renewed_at = started  # only now: `lost` tells which runs are no longer ours
 
     async def round(self) -> None:
         """Take over what expired, then call the hooks."""
@@ -90,17 +118,15 @@ class LeaseKeeper:
                 log.exception("a lease-round hook failed")  # the leases must still be kept
 
     async def _keep(self) -> None:
-        renewed = time.monotonic()
         while True:
             # The leases were just taken or claimed: the first round is one interval away.
             await asyncio.sleep(self.interval)
             try:
                 await self.renew()
-                renewed = time.monotonic()
             except StorageError as error:
                 # The store retries lost connections itself; this round is simply missed.
                 log.warning("could not renew this process's leases: %s", error)
-                if time.monotonic() - renewed > self._lease:
+                if time.monotonic() - (self._renewed_at or 0.0) > self._lease:
                     for run_id in self._working_on():
                         self._drop(run_id, "its lease could not be renewed in time")
                 continue
