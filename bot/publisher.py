@@ -83,10 +83,10 @@ class SlackPublisher:
         self._client = client
         self._engine = engine
         self._min_interval = min_interval
-        self._home = AppHome(client, engine.store)
+        self._home = AppHome(client, engine)
         self._sync = RunSync(
             client,
-            engine.store,
+            engine,
             self._home,
             status_refresh=status_refresh,
             stream_interval=min(min_interval, STREAM_INTERVAL),
@@ -124,7 +124,7 @@ class SlackPublisher:
         return {run_id for run_id, state in self._runs.items() if not state.ignored}
 
     async def _land_orphans(self) -> None:
-        for run_id in await self._engine.store.unlanded_runs():
+        for run_id in await self._engine.unlanded_runs():
             if run_id in self._runs:
                 continue  # being landed here already
             if await self._engine.take(run_id):  # its process is gone: land it here, once
@@ -192,7 +192,7 @@ class SlackPublisher:
     def _state(self, run_id: str) -> _RunState:
         state = self._runs.get(run_id)
         if state is None:
-            book = DeliveryBook(self._engine.store, run_id)
+            book = DeliveryBook(self._engine, run_id)
             thread = RunThread(run_id=run_id, book=book)
             state = self._runs[run_id] = _RunState(run_id=run_id, thread=thread)
         return state

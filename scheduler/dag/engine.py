@@ -36,12 +36,13 @@ from scheduler.dag.kinds import rules
 from scheduler.dag.ownership import LeaseKeeper
 from scheduler.dag.plan import Plan, PlanTask, TaskKind
 from scheduler.dag.retry import PLANNING, RetryPolicies, retry_delay
+from scheduler.dag.run_records import RunRecords
 from scheduler.dag.slots import SlotPolicy, SlotPool
 from scheduler.dag.state import Run, RunView, TaskState
 from scheduler.dag.validation import DEFAULT_MAX_TASKS, validate_plan
 from scheduler.errors import PlanInvalid, PlanningFailed, RunNotFound, TaskError
 from storage.errors import DatabaseReplaced, LeaseLost, StorageError
-from storage.records import Approval, NewRun, UsageRecord, UsageTotal
+from storage.records import Approval, NewRun, UsageRecord
 from storage.store import Store
 
 log = logging.getLogger("dagbot.engine")
@@ -77,7 +78,10 @@ class EngineConfig:
     """How often a run with tasks awaiting approval reads decisions taken by other processes."""
 
 
-class Engine:
+class Engine(RunRecords):
+    """Runs plans: submits, resumes, cancels and drives runs; front ends read runs and keep
+    their own records through the methods it inherits from RunRecords."""
+
     def __init__(
         self,
         store: Store,
@@ -92,7 +96,7 @@ class Engine:
         """`estimate` gives a task's expected cost for critical-path priorities; by default,
         per-tool durations learned from the store's history, else weights by kind.
         `needs_approval` tells the tasks that wait for a person's approval before they run."""
-        self.store = store
+        super().__init__(store)
         self.bus = bus or EventBus()
         self.drafts = Drafts()
         """Text tasks write while they run (summaries), for front ends to show live."""
@@ -318,47 +322,7 @@ class Engine:
         self._keeper.lost.discard(run_id)
         return True
 
-    # -- reads and front-end bookkeeping (front ends reach storage only through these) ---------
-
-    async def get_run(self, run_id: str) -> Run | None:
-        """The run as stored, or None."""
-        record = await self.store.get_run(run_id)
-        return Run.from_record(record) if record is not None else None
-
-    async def find_run(self, id_or_prefix: str) -> Run | None:
-        """A run by id or unambiguous id prefix (what `runs <prefix>` and cancel accept)."""
-        record = await self.store.find_run(id_or_prefix) if id_or_prefix else None
-        return Run.from_record(record) if record is not None else None
-
-    async def recent_runs(self, *, requester: str | None = None, limit: int = 20) -> list[Run]:
-        """The newest runs first, of one requester or of everyone."""
-        records = await self.store.recent_runs(requester=requester, limit=limit)
-        return [Run.from_record(record) for record in records]
-
-    async def latest_run_in_thread(self, thread_key: str) -> Run | None:
-        """The newest run started in a thread (a follow-up mention continues it)."""
-        record = await self.store.latest_run_in_thread(thread_key)
-        return Run.from_record(record) if record is not None else None
-
-    async def events(self, run_id: str) -> list[Event]:
-        """The run's committed events in order."""
-        return await self.store.events(run_id)
-
-    async def last_event(self, run_id: str, kinds: Collection[EventKind]) -> Event | None:
-        """The run's latest committed event of one of `kinds`, or None."""
-        return await self.store.last_event(run_id, kinds)
-
-    async def usage(self, run_id: str) -> list[UsageTotal]:
-        """LLM token usage of the run, per task and model."""
-        return await self.store.usage(run_id)
-
-    async def claim_delivery(self, delivery_id: str) -> bool:
-        """True the first time an external event id is seen, False on every redelivery."""
-        return await self.store.claim_delivery(delivery_id)
-
-    async def update_meta(self, run_id: str, patch: dict[str, object]) -> Run:
-        """Merge `patch` into the run's front-end metadata (None deletes a key); the run after."""
-        return Run.from_record(await self.store.update_meta(run_id, dict(patch)))
+    # -- reads and front-end bookkeeping: scheduler.dag.run_records (RunRecords) -------------
 
     async def view(self, run_id: str) -> RunView:
         record = await self.store.get_run(run_id)
