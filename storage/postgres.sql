@@ -85,6 +85,11 @@ CREATE TABLE feedback (
     PRIMARY KEY (run_id, user_id)
 );
 
+-- name: migration_7
+-- `runs <prefix>` and `/dagbot cancel <prefix>` compare ids in byte order (COLLATE "C", as
+-- SQLite does); the primary key is in the database's collation, so the range needs its own index.
+CREATE INDEX runs_id_bytewise ON runs (id COLLATE "C");
+
 -- name: schema_version_table
 CREATE TABLE IF NOT EXISTS dagbot_schema (version INTEGER NOT NULL);
 

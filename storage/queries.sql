@@ -133,6 +133,10 @@ CREATE TABLE approvals (
     PRIMARY KEY (run_id, task_id)
 );
 
+-- name: migration_7
+-- Nothing on SQLite: `runs <prefix>` walks the primary key, whose ids compare bytewise already.
+-- On PostgreSQL an index in byte order (postgres.sql) serves the same range.
+
 -- name: insert_run
 INSERT INTO runs (id, goal, status, requester, thread_key, parent_run_id, meta_json,
                   created_at, updated_at, owner, owner_kind, lease_expires_at)
