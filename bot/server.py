@@ -109,8 +109,11 @@ async def running_bot(
             yield Bot(runtime=runtime, client=client, publisher=publisher, intake=intake, app=app)
         finally:
             await intake.aclose()
-            await engine.close()
+            await engine.stop_runs()
+            # Leases are still renewed while the last messages land (else they would be held
+            # back as possibly another process's: see BudgetedWebClient).
             await publisher.aclose()
+            await engine.close()
 
 
 def http_app(app: AsyncApp, signing_secret: str) -> web.Application:

@@ -350,14 +350,20 @@ class Engine(RunRecords):
         while self._drivers:
             await asyncio.wait(list(self._drivers.values()))
 
-    async def close(self) -> None:
-        """Stop working without marking anything: unfinished runs resume on the next start."""
-        await self._keeper.stop()
+    async def stop_runs(self) -> None:
+        """Stop working on runs without marking anything (they resume on the next start); the
+        leases are still renewed until `close`, so a front end can land what it has in hand."""
+        await self._keeper.stop_rounds()  # nothing more is taken over
         drivers = list(self._drivers.values())
         for driver in drivers:
             driver.cancel()
         if drivers:
             await asyncio.wait(drivers)
+
+    async def close(self) -> None:
+        """Stop working without marking anything: unfinished runs resume on the next start."""
+        await self.stop_runs()
+        await self._keeper.stop()
 
     # -- driving one run -------------------------------------------------------------------------
 

@@ -49,6 +49,7 @@ class LeaseKeeper:
         self.interval = max(self._lease / 3, MIN_INTERVAL)
         self._task: asyncio.Task[None] | None = None
         self._round: asyncio.Task[None] | None = None
+        self._rounds = True
         self._renewed_at: float | None = None
         """When the last successful renewal started (monotonic)."""
         self.lost: set[str] = set()
@@ -64,6 +65,14 @@ class LeaseKeeper:
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._keep(), name="dagbot lease keeper")
             self._task.add_done_callback(self._stopped)
+
+    async def stop_rounds(self) -> None:
+        """Only renew from now on: take nothing over, call no hook (the process is stopping)."""
+        self._rounds = False
+        if self._round is not None:
+            self._round.cancel()
+            await asyncio.wait([self._round])
+            self._round = None
 
     async def stop(self) -> None:
         for task in (self._task, self._round):
@@ -130,7 +139,7 @@ class LeaseKeeper:
                     for run_id in self._working_on():
                         self._drop(run_id, "its lease could not be renewed in time")
                 continue
-            if self._round is None or self._round.done():
+            if self._rounds and (self._round is None or self._round.done()):
                 self._round = asyncio.create_task(self._one_round(), name="dagbot lease round")
 
     async def _one_round(self) -> None:
