@@ -90,7 +90,7 @@ def is_summary_request(request: ChatRequest) -> bool:
 
 
 def is_step_request(request: ChatRequest) -> bool:
-    return not request.is_structured and not is_summary_request(request)
+    return not request.is_structured
 
 
 def answering(
@@ -106,10 +106,10 @@ def answering(
     """
 
     async def respond(request: ChatRequest) -> Reply | str:
-        if request.is_structured:
+        if request.is_plan_request:
             return Reply.json(plan)
-        if is_summary_request(request):
-            return summary
+        if request.is_decision:
+            return Reply.answer(summary)
         if step_gate is not None:
             await step_gate.wait()
         return step
@@ -216,7 +216,10 @@ class SlackBot:
 
 @asynccontextmanager
 async def slack_bot_running(
-    directory: Path, *, responder: Responder | None = None
+    directory: Path,
+    *,
+    responder: Responder | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> AsyncIterator[SlackBot]:
     """The fakes, then the bot over HTTP on a free port; everything stopped on exit."""
     async with (
@@ -225,7 +228,7 @@ async def slack_bot_running(
         response_urls() as urls,
     ):
         openai.respond_with(responder or answering())
-        settings = settings_from(bot_env(slack, openai, directory))
+        settings = settings_from({**bot_env(slack, openai, directory), **(env or {})})
         async with (
             serve_http(settings, host="127.0.0.1", port=0, update_interval=FAST_UPDATES) as http,
             SlackSender(
