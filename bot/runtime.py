@@ -42,7 +42,8 @@ async def open_runtime(
         settings.database_url, owner=Owner(kind=kind, lease_seconds=settings.lease_seconds)
     )
     try:
-        toolbox = await Toolbox.start(load_mcp_config(settings.mcp_config_path()))
+        mcp = load_mcp_config(settings.mcp_config_path())
+        toolbox = await Toolbox.start(mcp)
         try:
             llm = LLM.from_settings(settings)
             engine = Engine(
@@ -69,7 +70,9 @@ async def open_runtime(
                     max_tasks=settings.max_tasks,
                     max_replans=settings.max_replans,
                     take_over=kind is OwnerKind.BOT,
+                    approval_timeout=settings.approval_timeout,
                 ),
+                needs_approval=lambda task: bool(task.tool) and mcp.needs_approval(task.tool or ""),
             )
             try:
                 yield Runtime(

@@ -85,7 +85,7 @@ CREATE TABLE feedback (
     PRIMARY KEY (run_id, user_id)
 );
 
--- name: migration_6
+-- name: migration_7
 -- As queries.sql's, with PostgreSQL's serial and double-precision types.
 CREATE TABLE steering (
     seq        BIGSERIAL PRIMARY KEY,
