@@ -673,7 +673,11 @@ class Engine:
                 await execution.revise(
                     proposed, record=self._reviser(run.id, (message.seq,)), data=data
                 )
-            except (PlanningFailed, PlanInvalid) as failure:
+            except (LeaseLost, StorageError):
+                raise
+            except Exception as failure:
+                # Planning failed, the revision was invalid, or a bug: the run goes on as
+                # planned, and the message is answered (in the event) rather than tried forever.
                 log.info("run %s: steering message not applied: %s", run.id, failure)
                 await self.store.close_steering(message.seq)
                 await self._record_all(

@@ -640,7 +640,7 @@ class Execution:
         self,
         proposed: Plan,
         *,
-        record: Callable[[Plan, dict[str, object]], asyncio.Future[Event] | Awaitable[Event]],
+        record: Callable[[Plan, dict[str, object]], Awaitable[Event]],
         data: dict[str, object],
         new_round: str | None = None,
     ) -> Event:
