@@ -45,6 +45,10 @@ GOAL_SETS = (
         "held-out set (written after the ranking was frozen, never tuned on)",
         FIXTURES / "tool_selection_heldout.json",
     ),
+    (
+        "fresh held-out set (39 goals committed before the ranking was changed, never tuned on)",
+        FIXTURES / "tool_selection_fresh.json",
+    ),
 )
 
 

@@ -7,6 +7,17 @@ parameter names, against the goal and, at half weight, the thread's earlier goal
 as "now the same for Berlin" name no tool). BM25 is lexical, offline and deterministic: no
 service, no model, no dependency. It is written out here (about forty lines) rather than taken
 from `rank-bm25`, which would bring numpy for arithmetic this small and cannot weight query terms.
+
+Two things go beyond one tool's words, because a goal often names none of them ("are there
+uncommitted changes?" needs `git_status`, whose description says "working tree status"):
+
+- a server prior: each server is scored as one document (all its tools' words), and a fraction of
+  that score is added to each of its tools, since a server's tools are one coherent subject: a
+  goal about commits lifts every git tool, not only those that say "commit";
+- an even spread for what the goal does not match: the tools no goal word reaches are not left in
+  alphabetical order (which favours one server) but taken in turn from each server, the servers the
+  goal matched first, each server's most representative tools (those sharing most words with its
+  other tools) first; so every server's core tools stay in sight when the words fail.
 """
 
 from __future__ import annotations
@@ -23,6 +34,8 @@ from scheduler.planning.prompts import render_tool
 K1 = 1.2
 B = 0.75
 HISTORY_WEIGHT = 0.5
+SERVER_WEIGHT = 0.25
+"""The share of its server's score a tool inherits (chosen on the development goals)."""
 DEFAULT_MAX_TOOLS = 30
 DEFAULT_MAX_TOOL_TOKENS = 6_000
 CHARS_PER_TOKEN = 4
@@ -35,6 +48,8 @@ some than that the their them then there these this those to up us use using wan
 when where which who why will with would you your"""
 STOP_WORDS = frozenset(_STOP_WORDS.split())
 _URL = re.compile(r"\b(?:https?://|www\.)\S*", re.IGNORECASE)
+_NUMBER = re.compile(r"(?<![\w:./-])\d+(?:\.\d+)?(?![\w:./-])")
+"""A number standing alone (not part of a time, date, version, path or name)."""
 _FILE_NAME = re.compile(r"[\w./-]+\.[A-Za-z][A-Za-z0-9]{0,4}\b|(?:^|\s)/[\w.-]+/")
 
 
@@ -144,10 +159,12 @@ class Shortlist:
 
 
 def query_words(text: str) -> set[str]:
-    """A goal's words, plus what its URLs and file names stand for, plus a few synonyms."""
+    """A goal's words, plus what its URLs, file names and numbers stand for, plus synonyms."""
     found = set(words(text))
     if _URL.search(text):
         found |= set(words("url web"))
+    if _NUMBER.search(_URL.sub(" ", text)):
+        found |= set(words("number"))
     if _FILE_NAME.search(_URL.sub(" ", text)):
         found |= set(words("file path"))
     for word in list(found):
@@ -192,13 +209,66 @@ def bm25_scores(
     return scores
 
 
+def server_of(name: str) -> str:
+    return name.partition(".")[0]
+
+
+def representativeness(documents: Mapping[str, Sequence[str]]) -> dict[str, float]:
+    """How typical each tool is of its server: for each of its distinct words, how many of the
+    server's other tools use it too, averaged. A server's core tools score high, oddities low."""
+    by_server: dict[str, list[str]] = {}
+    for name in documents:
+        by_server.setdefault(server_of(name), []).append(name)
+    typical: dict[str, float] = {}
+    for names in by_server.values():
+        used: Counter[str] = Counter()
+        for name in names:
+            used.update(set(documents[name]))
+        for name in names:
+            mine = set(documents[name])
+            typical[name] = sum(used[w] - 1 for w in mine) / len(mine) if mine else 0.0
+    return typical
+
+
 def rank(
     catalogue: Mapping[str, ToolSpec], goal: str, earlier_goals: Sequence[str] = ()
 ) -> list[tuple[str, float]]:
-    """Every tool with its score, best first (ties by name, so the order is stable)."""
+    """Every tool with its score, best first (the module docstring says how)."""
     documents = {name: tool_words(spec) for name, spec in catalogue.items()}
-    scores = bm25_scores(documents, query_weights(goal, earlier_goals))
-    return sorted(scores.items(), key=lambda item: (-item[1], item[0]))
+    query = query_weights(goal, earlier_goals)
+    servers: dict[str, list[str]] = {}
+    for name, doc in documents.items():
+        servers.setdefault(server_of(name), []).extend(doc)
+    server_scores = bm25_scores(servers, query)
+    tool_scores = bm25_scores(documents, query)
+    scores = {
+        name: tool_scores[name] + SERVER_WEIGHT * server_scores[server_of(name)]
+        for name in documents
+    }
+    matched = sorted(
+        ((name, score) for name, score in scores.items() if score > 0),
+        key=lambda item: (-item[1], item[0]),
+    )
+    return matched + [(name, 0.0) for name in _spread(documents, server_scores, scores)]
+
+
+def _spread(
+    documents: Mapping[str, Sequence[str]],
+    server_scores: Mapping[str, float],
+    scores: Mapping[str, float],
+) -> list[str]:
+    """The unmatched tools, one from each server in turn (servers by score, then name), each
+    server's most representative tools first."""
+    typical = representativeness(documents)
+    queues: dict[str, list[str]] = {}
+    for name in sorted(documents, key=lambda n: (-typical[n], n)):
+        if scores[name] <= 0:
+            queues.setdefault(server_of(name), []).append(name)
+    order = sorted(queues, key=lambda server: (-server_scores[server], server))
+    spread: list[str] = []
+    for turn in range(max(map(len, queues.values()), default=0)):
+        spread.extend(queues[server][turn] for server in order if turn < len(queues[server]))
+    return spread
 
 
 def shortlist(

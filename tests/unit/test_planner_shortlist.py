@@ -122,7 +122,7 @@ async def test_earlier_goals_of_the_thread_steer_the_shortlist(
     await planner(request_for("And the 20 before those?", "Show me the last 5 commits"))
 
     alone, followed = (shown_tools(request) for request in fake_openai.requests)
-    assert "git.git_log" not in alone
+    assert alone[0] != "git.git_log"  # nothing matches: each server takes a turn
     assert "git.git_log" in followed
 
 

@@ -9,7 +9,9 @@ from scheduler.planning.shortlist import (
     Budget,
     bm25_scores,
     query_weights,
+    query_words,
     rank,
+    representativeness,
     shortlist,
     stem,
     tool_tokens,
@@ -135,10 +137,56 @@ def test_rank_puts_the_tool_a_goal_needs_first(goal: str, history: list[str], fi
     assert rank(CATALOGUE, goal, history)[0][0] == first
 
 
-def test_rank_is_stable_when_nothing_matches() -> None:
+def test_when_nothing_matches_every_server_takes_a_turn_its_typical_tools_first() -> None:
     ranked = rank(CATALOGUE, "zzz qqq")
-    assert [name for name, _ in ranked] == sorted(CATALOGUE)
+    assert [name for name, _ in ranked] == [
+        "fetch.fetch",
+        "files.read_text_file",  # shares more words with files.write_file than the reverse
+        "git.git_status",
+        "memory.create_entities",
+        "time.get_current_time",
+        "files.write_file",
+        "git.git_log",
+        "time.convert_time",
+    ]
     assert all(score == 0.0 for _, score in ranked)
+    assert rank(CATALOGUE, "zzz qqq") == ranked
+
+
+def test_a_server_the_goal_is_about_lifts_its_tools_that_share_no_word_with_the_goal() -> None:
+    """'uncommitted' meets only git's words (commit), yet `git_status` is what answers it."""
+    ranked = [name for name, _ in rank(CATALOGUE, "Are there uncommitted changes in the repo?")]
+    assert ranked[:2] == ["git.git_status", "git.git_log"]
+
+
+def test_unmatched_tools_of_the_matched_server_come_before_other_servers() -> None:
+    ranked = [name for name, score in rank(CATALOGUE, "Show the commit logs")]
+    assert ranked[:2] == ["git.git_log", "git.git_status"]
+
+
+def test_representativeness_is_how_many_server_mates_share_a_tools_words() -> None:
+    documents = {
+        "s.a": ["read", "fil"],
+        "s.b": ["read", "fil", "many"],
+        "s.c": ["zip"],
+        "t.only": ["echo"],
+    }
+    assert representativeness(documents) == {"s.a": 1.0, "s.b": 2 / 3, "s.c": 0.0, "t.only": 0.0}
+
+
+@pytest.mark.parametrize(
+    ("goal", "has_number"),
+    [
+        ("Add 17 and 25", True),
+        ("What is 3.5 times 2?", True),
+        ("Convert 14:30 Paris time", False),
+        ("Read notes/2026-12-03.md", False),
+        ("Show commit 4f2a9c1", False),
+        ("Fetch https://example.com/page/2", False),
+    ],
+)
+def test_a_number_standing_alone_stands_for_number(goal: str, has_number: bool) -> None:
+    assert ("number" in query_words(goal)) is has_number
 
 
 def test_a_catalogue_within_budget_is_shown_whole() -> None:
