@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any
 
@@ -29,6 +29,7 @@ from slack_sdk.models.blocks import (
     TaskCardBlock,
 )
 
+from bot.approval_blocks import approval_blocks, awaiting_output, denial_output
 from bot.block_kit import (
     MAX_BLOCKS,
     MAX_BLOCKS_TEXT,
@@ -144,9 +145,10 @@ def plan_message(view: RunView, *, classic: bool = False, smallest: bool = False
     actions = _actions(view)
     if actions is not None:
         fixed.append(actions)
-    fixed_dicts = [b.to_dict() for b in fixed]
+    # Approve / Deny of tasks awaiting approval: under the plan, above the run's status line.
+    fixed_dicts = [*approval_blocks(view), *(b.to_dict() for b in fixed)]
     budget = MAX_BLOCKS_TEXT - blocks_text_length(fixed_dicts)
-    room = MAX_BLOCKS - len(fixed)
+    room = MAX_BLOCKS - len(fixed_dicts)
     levels = (SMALLEST,) if smallest else DETAIL_LEVELS
     body = (
         _classic_body(view, room, budget, levels)
@@ -304,9 +306,13 @@ def _native_body(
     budget -= len(title)
     room -= 1  # the plan block itself; every task card counts as a block too
     tasks = list(view.tasks)
+    asked = {request.task_id: request.args for request in view.approvals}
     cards: list[dict[str, Any]] = []
     for level in levels:
-        cards = [task_card(task, level, round_of(view, task)).to_dict() for task in tasks]
+        cards = [
+            task_card(task, level, asked.get(task.id), round_of(view, task)).to_dict()
+            for task in tasks
+        ]
         if len(cards) <= room and sum(blocks_text_length([c]) for c in cards) <= budget:
             return [_plan_block(title, cards)]
     sized = [(card, blocks_text_length([card])) for card in cards]
@@ -319,17 +325,24 @@ def _plan_block(title: str, cards: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def task_card(
-    task: TaskState, detail: Detail = DETAIL_LEVELS[0], round_number: int = 1
+    task: TaskState,
+    detail: Detail = DETAIL_LEVELS[0],
+    asked: Mapping[str, Any] | None = None,
+    round_number: int = 1,
 ) -> TaskCardBlock:
     """One task as a task_card: status, details (kind, tool, dependencies), output or error.
 
     Outputs are markdown shown as rich text; the summary's card holds one line of it (the
     summary itself is posted below the plan); a tool's cited URLs become the card's sources.
+    A task awaiting approval shows the call it asks to make (`asked`: its arguments as they
+    will be sent).
     """
     label = ERROR_LABEL.get(task.status)
     title = task_title(task)
     if label is not None and task.status is not TaskStatus.FAILED:
         title = f"{title} ({label.lower()})"
+    if task.status is TaskStatus.AWAITING_APPROVAL:
+        title = f"{title} (awaiting approval)"
     output: dict[str, Any] | None = None
     sources: list[dict[str, Any]] | None = None
     text = (task.output or "").strip()
@@ -340,11 +353,16 @@ def task_card(
             output = rich_text(text, detail.output)
         if task.kind is TaskKind.TOOL and detail.sources:
             sources = url_sources(text, detail.sources) or None
+    elif task.status is TaskStatus.AWAITING_APPROVAL:
+        shown = task if asked is None else _with_args(task, asked)
+        output = awaiting_output(shown, detail.error)
     elif label is not None:
         reason = (task.error or "").strip() or label
-        if not reason.lower().startswith(label.lower()):
-            reason = f"{label}: {reason}"
-        output = plain_rich_text(truncate(reason, detail.error))
+        output = denial_output(reason)
+        if output is None:
+            if not reason.lower().startswith(label.lower()):
+                reason = f"{label}: {reason}"
+            output = plain_rich_text(truncate(reason, detail.error))
     return TaskCardBlock(
         task_id=task.id,
         title=truncate(title, detail.title),
@@ -353,6 +371,10 @@ def task_card(
         output=output,
         sources=sources,
     )
+
+
+def _with_args(task: TaskState, args: Mapping[str, Any]) -> TaskState:
+    return replace(task, spec=task.spec.model_copy(update={"args": dict(args)}))
 
 
 def task_details(task: TaskState, round_number: int = 1) -> str:
@@ -369,6 +391,8 @@ def task_details(task: TaskState, round_number: int = 1) -> str:
     label = ERROR_LABEL.get(task.status)
     if label is not None:
         parts.append(label.lower())
+    elif task.status is TaskStatus.AWAITING_APPROVAL:
+        parts.append("awaiting approval")
     return truncate(" · ".join(parts), MAX_ERROR)
 
 

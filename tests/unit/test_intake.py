@@ -407,6 +407,7 @@ async def gate() -> _Gate:
 @pytest_asyncio.fixture
 async def slack() -> AsyncIterator[FakeSlack]:
     async with fake_slack_server() as server:
+        server.join("C1", "U1", "U2")  # the people of these tests are in the channel
         yield server
 
 
