@@ -98,7 +98,13 @@ async def running_bot(
         )
         publisher = SlackPublisher(client, engine, min_interval=update_interval)
         await publisher.start()
-        intake = Intake(engine, client, publisher, max_goal_chars=settings.max_goal_chars)
+        intake = Intake(
+            engine,
+            client,
+            publisher,
+            max_goal_chars=settings.max_goal_chars,
+            approvers=settings.approver_ids(),
+        )
         try:
             app = build_app(
                 client, intake, signing_secret=_secret(settings.slack_signing_secret) or None

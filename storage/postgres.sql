@@ -86,6 +86,23 @@ CREATE TABLE feedback (
 );
 
 -- name: migration_7
+-- As queries.sql's, with PostgreSQL's serial and double-precision types.
+CREATE TABLE steering (
+    seq        BIGSERIAL PRIMARY KEY,
+    run_id     TEXT NOT NULL REFERENCES runs (id),
+    message    TEXT NOT NULL,
+    requester  TEXT,
+    meta_json  TEXT NOT NULL DEFAULT '{}',
+    at         DOUBLE PRECISION NOT NULL,
+    handled_at DOUBLE PRECISION
+);
+CREATE INDEX steering_open ON steering (run_id, seq) WHERE handled_at IS NULL;
+
+-- name: select_run_status_for_update
+-- Locks the run row: a run that ends meanwhile (its status update waits) cannot miss it.
+SELECT status FROM runs WHERE id = :id FOR UPDATE;
+
+-- name: migration_8
 -- `runs <prefix>` and `/dagbot cancel <prefix>` compare ids in byte order (COLLATE "C", as
 -- SQLite does); the primary key is in the database's collation, so the range needs its own index.
 CREATE INDEX runs_id_bytewise ON runs (id COLLATE "C");
