@@ -42,7 +42,11 @@ async def open_runtime(
         settings.database_url, owner=Owner(kind=kind, lease_seconds=settings.lease_seconds)
     )
     try:
-        toolbox = await Toolbox.start(load_mcp_config(settings.mcp_config_path()))
+        toolbox = await Toolbox.start(
+            load_mcp_config(settings.mcp_config_path()),
+            startup_wait=settings.mcp_startup_wait,
+            ping_interval=settings.mcp_ping_interval,
+        )
         try:
             llm = LLM.from_settings(settings)
             engine = Engine(
