@@ -13,6 +13,7 @@ from storage.records import Event, EventKind, RunRecord, RunStatus, TaskStatus
 
 MARK = {
     TaskStatus.PENDING: "○",
+    TaskStatus.AWAITING_APPROVAL: "?",
     TaskStatus.RUNNING: "▶",
     TaskStatus.SUCCEEDED: "✓",
     TaskStatus.FAILED: "✗",
@@ -125,6 +126,8 @@ def render_run_tree(view: RunView) -> str:
 
 
 def _task_note(task: TaskState) -> str | None:
+    if task.status is TaskStatus.AWAITING_APPROVAL:
+        return "awaiting approval"
     if task.status is TaskStatus.RUNNING:
         return f"running (attempt {task.attempts})" if task.attempts > 1 else "running"
     if task.status in (TaskStatus.FAILED, TaskStatus.SKIPPED) and task.error:
@@ -160,6 +163,11 @@ def render_event(event: Event, view: RunView) -> str | None:
             text = f"run {event.run_id} planned: {len(plan.tasks) if plan else 0} tasks"
         case EventKind.RUN_RESUMED:
             text = f"run {event.run_id} resumed"
+        case EventKind.TASK_AWAITING_APPROVAL:
+            args = json.dumps(data.get("args") or {}, ensure_ascii=False)
+            text = f"{MARK[TaskStatus.AWAITING_APPROVAL]} {title} awaits approval: {args}"
+        case EventKind.TASK_APPROVED:
+            text = f"{MARK[TaskStatus.PENDING]} {title} approved"
         case EventKind.TASK_STARTED:
             attempt = f" (attempt {task.attempts})" if task and task.attempts > 1 else ""
             text = f"{MARK[TaskStatus.RUNNING]} {title} started{attempt}"

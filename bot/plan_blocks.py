@@ -60,6 +60,7 @@ RETRY_ACTION = "dagbot_retry"
 TASK_CARD_STATUS: Mapping[TaskStatus, str] = MappingProxyType(
     {
         TaskStatus.PENDING: "pending",
+        TaskStatus.AWAITING_APPROVAL: "pending",
         TaskStatus.RUNNING: "in_progress",
         TaskStatus.SUCCEEDED: "complete",
         TaskStatus.FAILED: "error",
@@ -71,6 +72,7 @@ TASK_CARD_STATUS: Mapping[TaskStatus, str] = MappingProxyType(
 TASK_EMOJI: Mapping[TaskStatus, str] = MappingProxyType(
     {
         TaskStatus.PENDING: ":white_circle:",
+        TaskStatus.AWAITING_APPROVAL: ":raised_hand:",
         TaskStatus.RUNNING: ":arrows_counterclockwise:",
         TaskStatus.SUCCEEDED: ":white_check_mark:",
         TaskStatus.FAILED: ":x:",

@@ -42,8 +42,9 @@ async def open_runtime(
         settings.database_url, owner=Owner(kind=kind, lease_seconds=settings.lease_seconds)
     )
     try:
+        mcp = load_mcp_config(settings.mcp_config_path())
         toolbox = await Toolbox.start(
-            load_mcp_config(settings.mcp_config_path()),
+            mcp,
             startup_wait=settings.mcp_startup_wait,
             ping_interval=settings.mcp_ping_interval,
         )
@@ -72,7 +73,9 @@ async def open_runtime(
                     retry=settings.retry_policies(),
                     max_tasks=settings.max_tasks,
                     take_over=kind is OwnerKind.BOT,
+                    approval_timeout=settings.approval_timeout,
                 ),
+                needs_approval=lambda task: bool(task.tool) and mcp.needs_approval(task.tool or ""),
             )
             try:
                 yield Runtime(

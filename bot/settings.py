@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
@@ -56,6 +57,18 @@ class Settings(BaseSettings):
     max_attempts: str = Field(default="3", alias="DAGBOT_MAX_ATTEMPTS")
     retry_base_delay: float = Field(default=0.5, gt=0, alias="DAGBOT_RETRY_BASE_DELAY")
     retry_max_delay: float = Field(default=20.0, gt=0, alias="DAGBOT_RETRY_MAX_DELAY")
+    approvers: str = Field(default="", alias="DAGBOT_APPROVERS")
+    approval_timeout: float = Field(default=24 * 3600.0, gt=0, alias="DAGBOT_APPROVAL_TIMEOUT")
+
+    @field_validator("approvers")
+    @classmethod
+    def _approvers_parse(cls, value: str) -> str:
+        parse_approvers(value)
+        return value
+
+    def approver_ids(self) -> frozenset[str]:
+        """DAGBOT_APPROVERS: who may approve any run's sensitive tasks, besides its requester."""
+        return parse_approvers(self.approvers)
 
     @field_validator("max_attempts")
     @classmethod
@@ -138,6 +151,22 @@ def parse_attempts(text: str) -> tuple[int, dict[str, int]]:
         else:
             raise ValueError("give the number for every kind once, before the per-kind ones")
     return (3 if default is None else default), overrides
+
+
+SLACK_USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
+
+
+def parse_approvers(text: str) -> frozenset[str]:
+    """`"U012AB3CD, U045EF6GH"`: Slack user ids, comma-separated (blank items ignored).
+
+    Raises ValueError naming the first item that is not a user id (a name or `@handle` would
+    silently match nobody).
+    """
+    ids = [item.strip() for item in text.split(",") if item.strip()]
+    for item in ids:
+        if not SLACK_USER_ID.match(item):
+            raise ValueError(f"{item!r} is not a Slack user id (like U012AB3CD)")
+    return frozenset(ids)
 
 
 def load_settings() -> Settings:

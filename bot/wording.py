@@ -32,6 +32,7 @@ RUN_WORDS: Mapping[RunStatus, str] = MappingProxyType(
 TASK_WORDS: Mapping[TaskStatus, str] = MappingProxyType(
     {
         TaskStatus.PENDING: "pending",
+        TaskStatus.AWAITING_APPROVAL: "awaiting approval",
         TaskStatus.RUNNING: "running",
         TaskStatus.SUCCEEDED: "done",
         TaskStatus.FAILED: "failed",
@@ -84,7 +85,7 @@ def progress_parts(run_status: RunStatus, statuses: Iterable[TaskStatus]) -> lis
     total = sum(counts.values())
     done = sum(n for status, n in counts.items() if status.finished)
     parts = [RUN_WORDS[run_status], f"{done} of {plural(total, 'task')} done"]
-    for status in (TaskStatus.RUNNING, *PROBLEM_STATUSES):
+    for status in (TaskStatus.RUNNING, TaskStatus.AWAITING_APPROVAL, *PROBLEM_STATUSES):
         if counts[status]:
             parts.append(f"{counts[status]} {TASK_WORDS[status]}")
     return parts

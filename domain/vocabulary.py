@@ -15,6 +15,8 @@ from typing import Any
 
 class TaskStatus(StrEnum):
     PENDING = "pending"
+    AWAITING_APPROVAL = "awaiting_approval"
+    """Ready, but its tool needs a person's approval first (it holds no slot meanwhile)."""
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
@@ -23,7 +25,7 @@ class TaskStatus(StrEnum):
 
     @property
     def finished(self) -> bool:
-        return self not in (TaskStatus.PENDING, TaskStatus.RUNNING)
+        return self not in (TaskStatus.PENDING, TaskStatus.AWAITING_APPROVAL, TaskStatus.RUNNING)
 
 
 class RunStatus(StrEnum):
@@ -41,11 +43,22 @@ class RunStatus(StrEnum):
 UNFINISHED_RUN_STATUSES = tuple(s for s in RunStatus if not s.finished)
 
 
+class Decision(StrEnum):
+    """What became of a request to approve a task (recorded once: the first decision stands)."""
+
+    APPROVED = "approved"
+    DENIED = "denied"
+    EXPIRED = "expired"
+    """Nobody decided before the deadline: counts as denied."""
+
+
 class EventKind(StrEnum):
     RUN_CREATED = "run_created"
     RUN_PLANNED = "run_planned"
     RUN_RESUMED = "run_resumed"
     RUN_PAUSED = "run_paused"
+    TASK_AWAITING_APPROVAL = "task_awaiting_approval"
+    TASK_APPROVED = "task_approved"
     TASK_STARTED = "task_started"
     TASK_RETRIED = "task_retried"
     TASK_SUCCEEDED = "task_succeeded"

@@ -26,6 +26,8 @@ from psycopg_pool import AsyncConnectionPool
 from storage.errors import DatabaseUnusable, LeaseLost, StorageError, UnsupportedDatabaseURL
 from storage.leases import CLAIM_BATCH, Lease, Owner, OwnerKind
 from storage.records import (
+    Approval,
+    Decision,
     Delivery,
     Event,
     EventKind,
@@ -38,6 +40,8 @@ from storage.records import (
     UsageTotal,
 )
 from storage.rows import (
+    approval_from_row,
+    approval_request_row,
     event,
     event_from_row,
     event_row,
@@ -326,10 +330,13 @@ class PostgresStore:
             kept = [(t, at) for t, at, _ in batch if t.run_id in owned]
             task_updates = [task_update_row(t, at) for t, at in kept if t.task_status is not None]
             run_updates = [run_update_row(t, at) for t, at in kept if t.run_status is not None]
+            approvals = [r for t, at in kept if (r := approval_request_row(t, at))]
             seqs: list[int] = []
             async with conn.cursor() as cursor:
                 if task_updates:
                     await cursor.executemany(q("update_task"), task_updates)
+                if approvals:
+                    await cursor.executemany(q("upsert_approval"), approvals)
                 if run_updates:
                     await cursor.executemany(q("update_run_status"), run_updates)
                 if kept:
@@ -463,6 +470,29 @@ class PostgresStore:
             return bool(await cursor.fetchall())
 
         return await self._write(work)
+
+    async def decide(
+        self, run_id: str, task_id: str, decision: Decision, by: str | None
+    ) -> tuple[Approval, bool] | None:
+        params = {
+            "run_id": run_id,
+            "task_id": task_id,
+            "decision": decision.value,
+            "decided_by": by,
+            "at": time.time(),
+        }
+
+        async def work(conn: Connection) -> tuple[DictRow, bool] | None:
+            changed = await (await conn.execute(q("decide_approval"), params)).fetchone()
+            row = await (await conn.execute(q("select_approval"), params)).fetchone()
+            return (row, changed is not None) if row is not None else None
+
+        found = await self._write(work)
+        return (approval_from_row(found[0]), found[1]) if found is not None else None
+
+    async def approvals(self, run_id: str) -> list[Approval]:
+        rows = await self._fetchall(q("select_approvals"), {"run_id": run_id})
+        return [approval_from_row(row) for row in rows]
 
     async def feedback(self, run_id: str) -> dict[str, int]:
         rows = await self._fetchall(q("select_feedback_counts"), {"run_id": run_id})

@@ -118,6 +118,21 @@ CREATE INDEX runs_unfinished_by_owner ON runs (owner) WHERE status IN ('planning
 CREATE INDEX runs_unfinished_by_kind ON runs (owner_kind, created_at)
     WHERE status IN ('planning', 'running');
 
+-- name: migration_6
+-- Approval of sensitive tools: one request per task (a new request replaces a decided one), its
+-- deadline stored so that a restart does not reset it, and the first decision (by any replica).
+CREATE TABLE approvals (
+    run_id       TEXT NOT NULL REFERENCES runs (id),
+    task_id      TEXT NOT NULL,
+    requested_at DOUBLE PRECISION NOT NULL,
+    deadline     DOUBLE PRECISION NOT NULL,
+    args_json    TEXT NOT NULL,
+    decision     TEXT,
+    decided_by   TEXT,
+    decided_at   DOUBLE PRECISION,
+    PRIMARY KEY (run_id, task_id)
+);
+
 -- name: insert_run
 INSERT INTO runs (id, goal, status, requester, thread_key, parent_run_id, meta_json,
                   created_at, updated_at, owner, owner_kind, lease_expires_at)
@@ -260,6 +275,34 @@ RETURNING run_id;
 
 -- name: select_feedback_counts
 SELECT value, COUNT(*) AS votes FROM feedback WHERE run_id = :run_id GROUP BY value;
+
+-- name: upsert_approval
+-- Written in the commit of the task's move to awaiting_approval: a new request starts undecided.
+INSERT INTO approvals (run_id, task_id, requested_at, deadline, args_json)
+VALUES (:run_id, :task_id, :at, :deadline, :args_json)
+ON CONFLICT (run_id, task_id) DO UPDATE SET
+    requested_at = excluded.requested_at,
+    deadline = excluded.deadline,
+    args_json = excluded.args_json,
+    decision = NULL,
+    decided_by = NULL,
+    decided_at = NULL;
+
+-- name: decide_approval
+-- Only an undecided request changes (a replayed or concurrent press finds it decided); a decision
+-- that comes at or after the deadline is an expiry, whoever gives it.
+UPDATE approvals SET
+    decision   = CASE WHEN deadline <= :at THEN 'expired' ELSE :decision END,
+    decided_by = CASE WHEN deadline <= :at THEN NULL ELSE :decided_by END,
+    decided_at = :at
+WHERE run_id = :run_id AND task_id = :task_id AND decision IS NULL
+RETURNING run_id;
+
+-- name: select_approvals
+SELECT * FROM approvals WHERE run_id = :run_id ORDER BY requested_at, task_id;
+
+-- name: select_approval
+SELECT * FROM approvals WHERE run_id = :run_id AND task_id = :task_id;
 
 -- name: claim_expired_runs
 -- The caller's transaction is BEGIN IMMEDIATE: no other process can claim in between.

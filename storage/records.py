@@ -7,9 +7,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 # The vocabulary lives in the bottom module; re-exported here for the imports that use this path.
-from domain.vocabulary import Event, EventKind, RunStatus, TaskStatus, Transition
+from domain.vocabulary import Decision, Event, EventKind, RunStatus, TaskStatus, Transition
 
 __all__ = [
+    "Approval",
+    "Decision",
     "Event",
     "EventKind",
     "NewRun",
@@ -79,6 +81,22 @@ class UsageTotal:
     prompt_tokens: int
     completion_tokens: int
     calls: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class Approval:
+    """A request to approve one task's tool call, and its decision once there is one."""
+
+    run_id: str
+    task_id: str
+    requested_at: float
+    deadline: float
+    """After this the request counts as denied (Decision.EXPIRED)."""
+    args: dict[str, Any]
+    """The exact arguments the call will be made with, as shown to whoever decides."""
+    decision: Decision | None = None
+    decided_by: str | None = None
+    decided_at: float | None = None
 
 
 # -- delivery: what a front end has shown of a run ------------------------------------------------

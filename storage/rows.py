@@ -9,6 +9,8 @@ from typing import Any, Protocol
 from domain.vocabulary import task_effect
 from storage.leases import Owner
 from storage.records import (
+    Approval,
+    Decision,
     Event,
     EventKind,
     NewRun,
@@ -161,3 +163,33 @@ def run_update_row(t: Transition, at: float) -> dict[str, Any]:
     """The update_run_status parameters of a transition that moves a run."""
     assert t.run_status is not None
     return {"run_id": t.run_id, "status": t.run_status.value, "error": t.error, "at": at}
+
+
+def approval_request_row(t: Transition, at: float) -> dict[str, Any] | None:
+    """The upsert_approval parameters of a task's move to awaiting approval, else None.
+
+    The request travels in the transition's data (`args`, `timeout`), so that it is stored in
+    the same commit as the move itself; its deadline counts from that commit.
+    """
+    if t.kind is not EventKind.TASK_AWAITING_APPROVAL or t.data is None:
+        return None
+    return {
+        "run_id": t.run_id,
+        "task_id": t.task_id,
+        "at": at,
+        "deadline": at + float(t.data["timeout"]),
+        "args_json": json.dumps(t.data.get("args") or {}),
+    }
+
+
+def approval_from_row(row: Row) -> Approval:
+    return Approval(
+        run_id=row["run_id"],
+        task_id=row["task_id"],
+        requested_at=row["requested_at"],
+        deadline=row["deadline"],
+        args=json.loads(row["args_json"]),
+        decision=Decision(row["decision"]) if row["decision"] is not None else None,
+        decided_by=row["decided_by"],
+        decided_at=row["decided_at"],
+    )

@@ -41,6 +41,8 @@ from storage.opening import (
     shut_down_uncleanly,
 )
 from storage.records import (
+    Approval,
+    Decision,
     Delivery,
     Event,
     EventKind,
@@ -345,8 +347,11 @@ class SqliteStore:
             kept = [(t, at) for t, at, _ in batch if t.run_id in owned]
             task_updates = [task_update_row(t, at) for t, at in kept if t.task_status is not None]
             run_updates = [run_update_row(t, at) for t, at in kept if t.run_status is not None]
+            approvals = [r for t, at in kept if (r := codec.approval_request_row(t, at))]
             if task_updates:
                 db.executemany(query("update_task"), task_updates)
+            if approvals:
+                db.executemany(query("upsert_approval"), approvals)
             if run_updates:
                 db.executemany(query("update_run_status"), run_updates)
             if kept:
@@ -468,6 +473,29 @@ class SqliteStore:
         return await self._write(
             lambda db: bool(db.execute(query("upsert_feedback"), params).fetchall())
         )
+
+    async def decide(
+        self, run_id: str, task_id: str, decision: Decision, by: str | None
+    ) -> tuple[Approval, bool] | None:
+        params = {
+            "run_id": run_id,
+            "task_id": task_id,
+            "decision": decision.value,
+            "decided_by": by,
+            "at": time.time(),
+        }
+
+        def work(db: sqlite3.Connection) -> tuple[sqlite3.Row, bool] | None:
+            changed = bool(db.execute(query("decide_approval"), params).fetchall())
+            row: sqlite3.Row | None = db.execute(query("select_approval"), params).fetchone()
+            return (row, changed) if row is not None else None
+
+        found = await self._write(work)
+        return (codec.approval_from_row(found[0]), found[1]) if found is not None else None
+
+    async def approvals(self, run_id: str) -> list[Approval]:
+        rows = await self._fetchall(query("select_approvals"), {"run_id": run_id})
+        return [codec.approval_from_row(row) for row in rows]
 
     # -- reads --------------------------------------------------------------------------------
 

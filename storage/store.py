@@ -10,6 +10,8 @@ from typing import Any, Protocol, overload
 
 from storage.leases import CLAIM_BATCH, Lease, Owner
 from storage.records import (
+    Approval,
+    Decision,
     Delivery,
     Event,
     EventKind,
@@ -133,6 +135,23 @@ class Store(Protocol):
 
     async def feedback(self, run_id: str) -> dict[str, int]:
         """Votes on a run by value, e.g. `{"good": 3, "bad": 1}`."""
+        ...
+
+    # -- approvals (of tasks whose tool needs a person's go-ahead) ------------------------------
+
+    async def decide(
+        self, run_id: str, task_id: str, decision: Decision, by: str | None
+    ) -> tuple[Approval, bool] | None:
+        """Record a decision on the task's approval request, unless one is recorded already.
+
+        Any process may call it, owner of the run or not: the owner reads decisions back. Returns
+        the request as it stands after, and whether this call decided it; None when the task
+        has no request. A decision at or after the deadline is recorded as EXPIRED.
+        """
+        ...
+
+    async def approvals(self, run_id: str) -> list[Approval]:
+        """The run's approval requests, decided or not, oldest first."""
         ...
 
     # -- delivery (what a front end has shown of a run; see records.Delivery) ---------------

@@ -14,7 +14,13 @@ from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar, overload
 
-from domain.vocabulary import Event, EventKind, RunStatus, TaskStatus, Transition
+from domain.vocabulary import Decision, Event, EventKind, RunStatus, TaskStatus, Transition
+from scheduler.dag.approvals import (
+    DEFAULT_APPROVAL_POLL,
+    DEFAULT_APPROVAL_TIMEOUT,
+    ApprovalRules,
+    never,
+)
 from scheduler.dag.bus import EventBus
 from scheduler.dag.drafts import Drafts
 from scheduler.dag.durations import KIND_WEIGHT, LearnedDurations, estimate_by_kind
@@ -35,7 +41,7 @@ from scheduler.dag.state import Run, RunView, TaskState
 from scheduler.dag.validation import DEFAULT_MAX_TASKS, validate_plan
 from scheduler.errors import PlanInvalid, PlanningFailed, RunNotFound, TaskError
 from storage.errors import DatabaseReplaced, LeaseLost, StorageError
-from storage.records import NewRun, UsageRecord, UsageTotal
+from storage.records import Approval, NewRun, UsageRecord, UsageTotal
 from storage.store import Store
 
 log = logging.getLogger("dagbot.engine")
@@ -65,6 +71,10 @@ class EngineConfig:
     take_over: bool = False
     """Keep claiming runs whose lease expired (their process died), as bots do; a terminal
     only ever works on its own runs."""
+    approval_timeout: float = DEFAULT_APPROVAL_TIMEOUT
+    """How long a task waits for approval before it counts as denied."""
+    approval_poll: float = DEFAULT_APPROVAL_POLL
+    """How often a run with tasks awaiting approval reads decisions taken by other processes."""
 
 
 class Engine:
@@ -77,9 +87,11 @@ class Engine:
         config: EngineConfig | None = None,
         bus: EventBus | None = None,
         estimate: Estimator | None = None,
+        needs_approval: Callable[[PlanTask], bool] | None = None,
     ) -> None:
         """`estimate` gives a task's expected cost for critical-path priorities; by default,
-        per-tool durations learned from the store's history, else weights by kind."""
+        per-tool durations learned from the store's history, else weights by kind.
+        `needs_approval` tells the tasks that wait for a person's approval before they run."""
         self.store = store
         self.bus = bus or EventBus()
         self.drafts = Drafts()
@@ -99,6 +111,11 @@ class Engine:
         self.database_lost = asyncio.Event()
         """Set once the database file was deleted or replaced: the process should stop."""
         self._cancelling: set[str] = set()
+        self.approvals = ApprovalRules(
+            needs=needs_approval or never,
+            timeout=self.config.approval_timeout,
+            poll=self.config.approval_poll,
+        )
         self._keeper = LeaseKeeper(
             store,
             working_on=lambda: set(self._drivers),
@@ -254,6 +271,19 @@ class Engine:
         self._start(run_id, given_plan=None, resumed=False)
         return True
 
+    async def decide(
+        self, run_id: str, task_id: str, *, approve: bool, by: str
+    ) -> tuple[Approval, bool] | None:
+        """Approve or deny a task awaiting approval, from any process (the run's owner acts on
+        it). The first decision stands: returns the request as it stands after, and whether
+        this call decided it; None when the task was never asked about."""
+        decided = await self.store.decide(
+            run_id, task_id, Decision.APPROVED if approve else Decision.DENIED, by
+        )
+        if decided is not None and decided[1]:
+            self.approvals.wake(run_id)
+        return decided
+
     def is_active(self, run_id: str) -> bool:
         return run_id in self._drivers
 
@@ -323,7 +353,10 @@ class Engine:
         if unsaved is not None and not run.status.finished:
             run = dataclasses.replace(run, status=RunStatus.FAILED, error=unsaved)
         records = await self.store.get_tasks(run_id)
-        return RunView(run=run, tasks=tuple(task_states(run.plan, records)))
+        approvals: tuple[Approval, ...] = ()
+        if any(record.status is TaskStatus.AWAITING_APPROVAL for record in records):
+            approvals = tuple(await self.store.approvals(run_id))
+        return RunView(run=run, tasks=tuple(task_states(run.plan, records)), approvals=approvals)
 
     async def wait(self, run_id: str) -> RunView:
         """Wait until the run stops being worked on here, then return it as stored."""
@@ -430,6 +463,7 @@ class Engine:
                 publish=self._publish,
                 drafts=self.drafts,
                 learn=self.durations.observe,
+                approvals=self.approvals,
             )
             try:
                 await execution.run()

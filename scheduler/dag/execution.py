@@ -7,12 +7,14 @@ from inside the coroutine that settled it or freed the slot; nothing polls.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import time
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
 from domain.vocabulary import (
+    Decision,
     Event,
     EventKind,
     TaskFields,
@@ -20,6 +22,7 @@ from domain.vocabulary import (
     Transition,
     apply_task_transition,
 )
+from scheduler.dag.approvals import ApprovalRules, refusal
 from scheduler.dag.drafts import Drafts
 from scheduler.dag.executors import Executor, TaskContext, UsageSink
 from scheduler.dag.graph import critical_path_priorities
@@ -30,7 +33,7 @@ from scheduler.dag.retry import RetryPolicies, retry_delay
 from scheduler.dag.slots import SlotPool
 from scheduler.dag.state import Run, TaskState
 from scheduler.errors import TaskError
-from storage.records import TaskRecord
+from storage.records import Approval, TaskRecord
 from storage.store import Store
 
 CRASH_RESTARTS = 2
@@ -65,6 +68,7 @@ class Execution:
         publish: Callable[[Event], None],
         drafts: Drafts | None = None,
         learn: Callable[[PlanTask, float], None] | None = None,
+        approvals: ApprovalRules | None = None,
     ) -> None:
         self.store = store
         self.executors = executors
@@ -106,20 +110,36 @@ class Execution:
         self.idle = asyncio.Event()
         self.group: asyncio.TaskGroup | None = None
         self.writes: set[asyncio.Future[Event]] = set()
+        self.approvals = approvals or ApprovalRules()
+        self.requests: dict[str, Approval] = {}
+        """Approval requests as stored when the run was (re)started."""
+        self.awaiting: dict[str, asyncio.Future[Event] | None] = {}
+        """Tasks waiting for a decision, each with its request's commit until it has landed."""
+        self.decided = asyncio.Event()
+        """Set when a decision may have been recorded: the waiter reads them again."""
+        self.waiter: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
         """Run every task that can run; return once none is left running or ready."""
+        self.approvals.wakeups[self.run_id] = self.decided.set
         try:
+            if any(
+                t.status is TaskStatus.AWAITING_APPROVAL or self.approvals.needs(t.spec)
+                for t in self.states.values()
+            ):
+                self.requests = {a.task_id: a for a in await self.store.approvals(self.run_id)}
             for write in self._settle_initial():
                 await asyncio.shield(write)
             async with asyncio.TaskGroup() as group:
                 self.group = group
                 self._fill()
-                if self.alive == 0 and not self.ready:
-                    self.idle.set()
+                self._watch_decisions()
+                self._check_idle()
                 await self.idle.wait()
                 self.closed = True
         finally:
+            if self.approvals.wakeups.get(self.run_id) == self.decided.set:
+                del self.approvals.wakeups[self.run_id]
             self.closed = True
             # Cancelled or not, let every queued transition land before the run is left: a
             # cancellation is recorded from what the store holds.
@@ -150,15 +170,128 @@ class Execution:
             if blocked_by is not None and not rules(task.kind).joins_failures:
                 self._skip(task_id, blocked_by, announced)
             elif self.waiting[task_id] == 0:
-                self._push(task_id)
+                self._push(task_id, announced)
         return announced
 
-    def _push(self, task_id: str) -> None:
+    def _push(self, task_id: str, announced: list[asyncio.Future[Event]]) -> None:
         # Leaving `waiting` is what keeps a task from being queued twice (see _settle_initial).
         del self.waiting[task_id]
+        if self._needs_approval(task_id):
+            self._ask(task_id, announced)
+            return
+        self._queue(task_id)
+
+    def _queue(self, task_id: str) -> None:
         heapq.heappush(
             self.ready, (-self.priority[task_id], self.states[task_id].position, task_id)
         )
+
+    def _check_idle(self) -> None:
+        if self.alive == 0 and not self.ready and not self.awaiting:
+            self.idle.set()
+
+    # -- approval ------------------------------------------------------------------------------
+
+    def _needs_approval(self, task_id: str) -> bool:
+        state = self.states[task_id]
+        if state.status is TaskStatus.AWAITING_APPROVAL:
+            return True  # asked before a restart: the request stands, whatever the rules now
+        if not self.approvals.needs(state.spec):
+            return False
+        request = self.requests.get(task_id)
+        # Interrupted by a crash after its approval: the approval covers the run again.
+        approved = request is not None and request.decision is Decision.APPROVED
+        return not (state.status is TaskStatus.RUNNING and approved)
+
+    def _ask(self, task_id: str, announced: list[asyncio.Future[Event]]) -> None:
+        """Hold the task for a decision, asking for one unless it was asked before a restart."""
+        state = self.states[task_id]
+        if state.status is TaskStatus.AWAITING_APPROVAL and task_id in self.requests:
+            self.awaiting[task_id] = None
+        else:
+            sent = self._substituted(state.spec)
+            request = self._transition(
+                task_id,
+                EventKind.TASK_AWAITING_APPROVAL,
+                TaskStatus.AWAITING_APPROVAL,
+                # The store keeps the request (deadline, exact arguments) in the same commit.
+                data={
+                    "args": sent.args,
+                    "tool": sent.tool,
+                    "timeout": self.approvals.timeout,
+                },
+            )
+            announced.append(request)
+            self.awaiting[task_id] = request
+        self._watch_decisions()
+
+    def _watch_decisions(self) -> None:
+        if not self.awaiting or self.group is None or self.closed:
+            return
+        if self.waiter is None or self.waiter.done():
+            self.waiter = self.group.create_task(
+                self._await_decisions(), name=f"{self.run_id} approvals"
+            )
+        else:
+            self.decided.set()
+
+    async def _await_decisions(self) -> None:
+        """Read the decisions on waiting tasks until none waits: when woken, at each deadline,
+        and every `poll` seconds (a decision recorded by another process)."""
+        while self.awaiting:
+            self.decided.clear()
+            for task_id, request in list(self.awaiting.items()):
+                if request is not None:
+                    await asyncio.shield(request)  # decisions are read once it is stored
+                    if task_id in self.awaiting:
+                        self.awaiting[task_id] = None
+            stored = {a.task_id: a for a in await self.store.approvals(self.run_id)}
+            deadlines: list[float] = []
+            for task_id in list(self.awaiting):
+                approval = stored.get(task_id)
+                if approval is None:
+                    continue
+                if approval.decision is None and approval.deadline <= time.time():
+                    # Recorded, so that a press that comes now finds it decided.
+                    decided = await self.store.decide(self.run_id, task_id, Decision.EXPIRED, None)
+                    approval = decided[0] if decided is not None else approval
+                if approval.decision is None:
+                    deadlines.append(approval.deadline)
+                elif task_id in self.awaiting:
+                    await self._resolve(task_id, approval)
+            if not self.awaiting:
+                break
+            wait = min([self.approvals.poll, *(d - time.time() for d in deadlines)])
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(wait, 0.0)):
+                    await self.decided.wait()
+
+    async def _resolve(self, task_id: str, approval: Approval) -> None:
+        del self.awaiting[task_id]
+        announced: list[asyncio.Future[Event]] = []
+        if approval.decision is Decision.APPROVED:
+            announced.append(
+                self._transition(
+                    task_id, EventKind.TASK_APPROVED, None, data={"by": approval.decided_by}
+                )
+            )
+            self._queue(task_id)
+        else:
+            assert approval.decision is not None
+            announced.append(
+                self._transition(
+                    task_id,
+                    EventKind.TASK_FAILED,
+                    TaskStatus.FAILED,
+                    error=refusal(approval),
+                    data={"decision": approval.decision.value, "by": approval.decided_by},
+                )
+            )
+            self._settle(task_id, announced)
+        self._fill()
+        self._check_idle()
+        for write in announced:
+            await asyncio.shield(write)
 
     def _fill(self) -> None:
         """Ask the pool for a slot per ready task this run may still start."""
@@ -226,8 +359,7 @@ class Execution:
                 self.slots_used -= 1
                 self.slots.release()
             self.alive -= 1
-            if self.alive == 0 and not self.ready:
-                self.idle.set()
+            self._check_idle()
 
     def _observe(self, task_id: str) -> None:
         state = self.states[task_id]
@@ -335,7 +467,7 @@ class Execution:
             if succeeded or rules(child.kind).joins_failures:
                 self.waiting[child_id] -= 1
                 if self.waiting[child_id] == 0:
-                    self._push(child_id)
+                    self._push(child_id, announced)
             else:
                 self._skip(child_id, task_id, announced)
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from domain.vocabulary import RunStatus, TaskStatus
 from scheduler.dag.plan import Plan, PlanTask, TaskKind
-from storage.records import RunRecord, TaskRecord
+from storage.records import Approval, RunRecord, TaskRecord
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -86,6 +86,8 @@ class RunView:
 
     run: Run
     tasks: tuple[TaskState, ...]
+    approvals: tuple[Approval, ...] = ()
+    """The requests of the tasks awaiting approval (what to show beside their buttons)."""
 
     def task(self, task_id: str) -> TaskState:
         for task in self.tasks:

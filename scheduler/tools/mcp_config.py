@@ -15,6 +15,7 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    StrictBool,
     Tag,
     ValidationError,
     field_validator,
@@ -30,6 +31,11 @@ class McpConfigError(SchedulerError):
     """The MCP servers file cannot be used; the message names the file and the problem."""
 
 
+ApprovalRule = StrictBool | list[Annotated[str, Field(min_length=1)]]
+"""`requireApproval`: true for every tool of the server, or the names of the tools that need it
+(without the server prefix): a task calling one waits for a person's approval before it runs."""
+
+
 class StdioServer(BaseModel):
     """A server started as a subprocess and spoken to over its stdin and stdout."""
 
@@ -41,6 +47,7 @@ class StdioServer(BaseModel):
     env: dict[str, str] = Field(default_factory=dict)
     """Added to a minimal inherited environment (PATH, HOME, ...); nothing else is inherited."""
     cwd: str | None = None
+    require_approval: ApprovalRule = Field(default=False, alias="requireApproval")
 
     def describe(self) -> str:
         # Only the command: arguments and env often carry tokens.
@@ -55,6 +62,7 @@ class HttpServer(BaseModel):
     type: Literal["http", "streamable-http", "streamableHttp"] | None = None
     url: str
     headers: dict[str, str] = Field(default_factory=dict)
+    require_approval: ApprovalRule = Field(default=False, alias="requireApproval")
 
     @field_validator("url")
     @classmethod
@@ -105,6 +113,15 @@ class McpConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     servers: dict[str, ServerConfig] = Field(default_factory=dict, alias="mcpServers")
+
+    def needs_approval(self, tool: str) -> bool:
+        """Whether calling `<server>.<tool>` needs a person's approval first (requireApproval)."""
+        server, _, name = tool.partition(".")
+        config = self.servers.get(server)
+        if config is None:
+            return False
+        rule = config.require_approval
+        return rule if isinstance(rule, bool) else name in rule
 
     @field_validator("servers")
     @classmethod
