@@ -31,6 +31,7 @@ from bot.terminal import (
     silence_stdout,
     stop,
 )
+from bot.terminal_approval import TerminalApprovals
 from scheduler.dag.engine import Engine
 from scheduler.dag.state import RunView
 from scheduler.errors import SchedulerError
@@ -156,6 +157,11 @@ async def follow_run(
         cancelling: list[asyncio.Task[bool]] = []
         why: list[str] = []
         shown = [True]
+        approvals = TerminalApprovals(
+            engine, run.id, lambda text: show(lambda: display.notice(text)), _stdin_fd()
+        )
+        if resumed is not None:
+            approvals.ask_waiting(await engine.view(run.id))
 
         def cancel(reason: str) -> None:
             if cancelling:
@@ -196,13 +202,23 @@ async def follow_run(
                     if event.run_id == run.id and shown[0]:
                         view = await engine.view(run.id)
                         show(functools.partial(display.update, event, view))
+                        approvals.offer(event, view)
             finally:
+                await approvals.aclose()
                 if not closer.done():
                     closer.cancel()
                 await asyncio.wait([closer])
         if not closer.cancelled() and (error := closer.exception()) is not None:
             raise error
     return await engine.view(run.id), (why[0] if why else None)
+
+
+def _stdin_fd() -> int | None:
+    """Where answers to approval questions come from; None when there is no standard input."""
+    try:
+        return sys.stdin.fileno()
+    except (AttributeError, OSError, ValueError):
+        return None
 
 
 @contextlib.contextmanager
@@ -248,6 +264,8 @@ class LineDisplay:
             self._write(line)
         if event.kind is EventKind.RUN_PLANNED and view.run.plan is not None:
             self._write(render_plan_tree(view.run.plan))
+        if event.kind is EventKind.RUN_REVISED and not (event.data or {}).get("failed"):
+            self._write(render_run_tree(view))
 
     def notice(self, text: str) -> None:
         self._write(text)

@@ -26,11 +26,14 @@ from bot.payloads import (
     thread_key,
 )
 from bot.replies import (
+    approval_refusal,
     cancel_refusal,
     cancel_result,
+    decision_reply,
     goal_problem,
     help_text,
     list_text,
+    mention,
     press_noop,
     press_refusal,
     requested_text,
@@ -132,11 +135,14 @@ class Intake:
         home: HomePublisher,
         *,
         max_goal_chars: int,
+        approvers: frozenset[str] = frozenset(),
     ) -> None:
         self.engine = engine
         self.client = client
         self.home = home
         self.max_goal_chars = max_goal_chars
+        self.approvers = approvers
+        """DAGBOT_APPROVERS: who may decide on any run's tasks, besides its requester."""
         self.tasks = TaskSet("dagbot intake")
 
     async def wait_idle(self) -> None:
@@ -161,6 +167,24 @@ class Intake:
                 )
             return
         parent = await self.engine.latest_run_in_thread(mention.thread_key)
+        meta = _meta(mention.team_id, mention.channel, mention.thread_ts, mention.user, "mention")
+        if parent is not None and not parent.status.finished:
+            # The run is still going: the message steers it, whichever process owns it (the
+            # owner reads it from the store); past its final step it becomes a follow-up run.
+            steered = await self.engine.steer(
+                parent.id,
+                mention.goal,
+                requester=mention.user,
+                meta=meta,
+                delivery_id=mention.event_id,
+            )
+            if steered is None:
+                log.info("ignoring redelivered event %s", mention.event_id)
+                return
+            if steered:
+                log.info("run %s steered by a mention from %s", parent.id, mention.user)
+                return
+            # It ended meanwhile: a follow-up run, as for any finished run.
         # Claiming the event id and recording the run are one transaction: a crash between
         # them can neither lose the mention nor let Slack's redelivery start a second run.
         run = await self.engine.submit(
@@ -168,9 +192,7 @@ class Intake:
             requester=mention.user,
             thread_key=mention.thread_key,
             parent_run_id=parent.id if parent is not None else None,
-            meta=_meta(
-                mention.team_id, mention.channel, mention.thread_ts, mention.user, "mention"
-            ),
+            meta=meta,
             delivery_id=mention.event_id,
         )
         if run is None:
@@ -303,6 +325,9 @@ class Intake:
             log.info("ignoring a replayed %s press on run %s", press.kind, press.run_id)
             return
         run = await self.engine.get_run(press.run_id)
+        if press.kind in (PressKind.APPROVE, PressKind.DENY):
+            await self._decide(press, run)
+            return
         refusal = press_refusal(press, run)
         if refusal is not None or run is None:
             await self._whisper(press, refusal or "", run)
@@ -320,6 +345,30 @@ class Intake:
         log.info("%s of run %s by %s: %s", press.kind, run.id, press.user, done)
         if not done:
             await self._whisper(press, press_noop(press, run), run)
+
+    async def _decide(self, press: Press, run: Run | None) -> None:
+        refusal = approval_refusal(press, run, self.approvers)
+        if refusal is not None or run is None:
+            log.info(
+                "refused a %s of %s/%s by %s", press.kind, press.run_id, press.task_id, press.user
+            )
+            await self._whisper(press, refusal or "", run)
+            return
+        # Recorded in the database, whichever process got the press: the run's owner acts on it.
+        decided = await self.engine.decide(
+            run.id, press.task_id, approve=press.kind is PressKind.APPROVE, by=mention(press.user)
+        )
+        log.info(
+            "%s of task %s of run %s by %s: %s",
+            press.kind,
+            press.task_id,
+            run.id,
+            press.user,
+            decided[0].decision if decided is not None else "not awaiting approval",
+        )
+        reply = decision_reply(press, decided)
+        if reply is not None:
+            await self._whisper(press, reply, run)
 
     async def _whisper(self, press: Press, text: str, run: Run | None) -> None:
         meta = run.meta if run is not None else {}

@@ -7,7 +7,14 @@ from typing import Any
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext, AsyncRespond
 
 from bot.intake import Intake
-from bot.payloads import CANCEL_ACTION, COMMAND, FEEDBACK_ACTION, RETRY_ACTION
+from bot.payloads import (
+    APPROVE_ACTION,
+    CANCEL_ACTION,
+    COMMAND,
+    DENY_ACTION,
+    FEEDBACK_ACTION,
+    RETRY_ACTION,
+)
 
 
 def register_listeners(app: AsyncApp, intake: Intake) -> None:
@@ -38,4 +45,6 @@ def register_listeners(app: AsyncApp, intake: Intake) -> None:
     app.action(CANCEL_ACTION)(on_press)
     app.action(RETRY_ACTION)(on_press)
     app.action(FEEDBACK_ACTION)(on_press)
+    app.action(APPROVE_ACTION)(on_press)
+    app.action(DENY_ACTION)(on_press)
     app.event("app_home_opened")(on_home_opened)

@@ -23,6 +23,8 @@ COMMAND = "/dagbot"
 CANCEL_ACTION = "dagbot_cancel"
 RETRY_ACTION = "dagbot_retry"
 FEEDBACK_ACTION = "dagbot_feedback"
+APPROVE_ACTION = "dagbot_approve"
+DENY_ACTION = "dagbot_deny"
 
 
 # -- payloads (the boundary: Slack's JSON, validated) ----------------------------------------------
@@ -142,6 +144,8 @@ class PressKind(StrEnum):
     CANCEL = "cancel"
     RETRY = "retry"
     FEEDBACK = "feedback"
+    APPROVE = "approve"
+    DENY = "deny"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -155,6 +159,8 @@ class Press:
     """Names this press: a replay of it (same trigger and action time) carries the same id."""
     vote: str = ""
     """For feedback: `good` or `bad`."""
+    task_id: str = ""
+    """For approve and deny: the task awaiting approval."""
 
 
 # -- pure parsing ----------------------------------------------------------------------------------
@@ -245,6 +251,8 @@ PRESS_KINDS: Mapping[str, PressKind] = {
     CANCEL_ACTION: PressKind.CANCEL,
     RETRY_ACTION: PressKind.RETRY,
     FEEDBACK_ACTION: PressKind.FEEDBACK,
+    APPROVE_ACTION: PressKind.APPROVE,
+    DENY_ACTION: PressKind.DENY,
 }
 VOTES = frozenset({FEEDBACK_GOOD, FEEDBACK_BAD})
 
@@ -260,18 +268,24 @@ def parse_press(body: Mapping[str, Any]) -> Press | None:
     kind = PRESS_KINDS.get(action.action_id)
     if kind is None or not action.value:
         return None
-    run_id, vote = action.value, ""
+    run_id, vote, task_id = action.value, "", ""
     if kind is PressKind.FEEDBACK:
         vote, _, run_id = action.value.partition(":")
         if vote not in VOTES or not run_id:
             return None
+    elif kind in (PressKind.APPROVE, PressKind.DENY):
+        run_id, _, task_id = action.value.partition(":")
+        if not run_id or not task_id:
+            return None
     container = parsed.container
     stamp = parsed.trigger_id or action.action_ts
+    target = f"{run_id}:{task_id}" if task_id else run_id
     return Press(
         kind=kind,
         run_id=run_id,
         vote=vote,
-        delivery_id=f"press:{kind}:{run_id}:{parsed.user.id}:{stamp}" if stamp else "",
+        task_id=task_id,
+        delivery_id=f"press:{kind}:{target}:{parsed.user.id}:{stamp}" if stamp else "",
         user=parsed.user.id,
         channel=parsed.channel.id if parsed.channel is not None else container.channel_id,
         thread_ts=parsed.message.thread_ts or container.thread_ts or container.message_ts,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any
 
@@ -29,6 +29,7 @@ from slack_sdk.models.blocks import (
     TaskCardBlock,
 )
 
+from bot.approval_blocks import approval_blocks, awaiting_output, denial_output
 from bot.block_kit import (
     MAX_BLOCKS,
     MAX_BLOCKS_TEXT,
@@ -43,7 +44,15 @@ from bot.block_kit import (
     truncate_mrkdwn,
 )
 from bot.rich_text import plain_rich_text, rich_text, url_sources
-from bot.wording import TASK_WORDS, excerpt, more_tasks, one_line, progress_line, truncate
+from bot.wording import (
+    TASK_WORDS,
+    excerpt,
+    more_tasks,
+    one_line,
+    progress_line,
+    round_line,
+    truncate,
+)
 from scheduler.dag.plan import TaskKind
 from scheduler.dag.state import Run, RunView, TaskState
 from storage.records import RunStatus, TaskStatus
@@ -128,13 +137,18 @@ def plan_message(view: RunView, *, classic: bool = False, smallest: bool = False
     """
     if view.run.plan is None:
         return placeholder_message(view.run)
-    fixed: list[Block] = [_status_context(view)]
+    fixed: list[Block] = []
+    rounds = _rounds_context(view)
+    if rounds is not None:
+        fixed.append(rounds)
+    fixed.append(_status_context(view))
     actions = _actions(view)
     if actions is not None:
         fixed.append(actions)
-    fixed_dicts = [b.to_dict() for b in fixed]
+    # Approve / Deny of tasks awaiting approval: under the plan, above the run's status line.
+    fixed_dicts = [*approval_blocks(view), *(b.to_dict() for b in fixed)]
     budget = MAX_BLOCKS_TEXT - blocks_text_length(fixed_dicts)
-    room = MAX_BLOCKS - len(fixed)
+    room = MAX_BLOCKS - len(fixed_dicts)
     levels = (SMALLEST,) if smallest else DETAIL_LEVELS
     body = (
         _classic_body(view, room, budget, levels)
@@ -164,6 +178,8 @@ def plan_text(view: RunView) -> str:
     title = view.run.plan.title if view.run.plan is not None else view.run.goal
     head = f"Plan: {one_line(title)} ({status_line(view)})"
     lines = [truncate(head, 400)]
+    rounds = view.run.plan.rounds if view.run.plan is not None else []
+    lines += [truncate(round_line(n, r.reason), 400) for n, r in enumerate(rounds, start=2)]
     size = len(lines[0])
     for index, task in enumerate(view.tasks):
         line = f"• [{task.status.value}] {truncate(task_title(task), 120)}"
@@ -185,6 +201,27 @@ def status_line(view: RunView) -> str:
 def task_title(task: TaskState) -> str:
     """The task's title on one line, mentions defused; never blank (Slack refuses those)."""
     return defuse_mentions(one_line(task.spec.title)) or f"Task {task.id}"
+
+
+def round_of(view: RunView, task: TaskState) -> int:
+    """The planning round that added the task (1 unless the final step asked for more)."""
+    return view.run.plan.round_of(task.id) if view.run.plan is not None else 1
+
+
+MAX_ROUND_REASON = 300
+
+
+def _rounds_context(view: RunView) -> ContextBlock | None:
+    """One line per round after the first, with the reason the final step gave for it."""
+    plan = view.run.plan
+    if plan is None or not plan.rounds:
+        return None
+    lines = [
+        defuse_mentions(truncate(round_line(number, planned.reason), MAX_ROUND_REASON))
+        for number, planned in enumerate(plan.rounds, start=2)
+    ]
+    text = truncate_mrkdwn("\n".join(lines), MAX_CONTEXT_TEXT)
+    return ContextBlock(elements=[MarkdownTextObject(text=text)])
 
 
 def _status_context(view: RunView) -> ContextBlock:
@@ -269,9 +306,13 @@ def _native_body(
     budget -= len(title)
     room -= 1  # the plan block itself; every task card counts as a block too
     tasks = list(view.tasks)
+    asked = {request.task_id: request.args for request in view.approvals}
     cards: list[dict[str, Any]] = []
     for level in levels:
-        cards = [task_card(task, level).to_dict() for task in tasks]
+        cards = [
+            task_card(task, level, asked.get(task.id), round_of(view, task)).to_dict()
+            for task in tasks
+        ]
         if len(cards) <= room and sum(blocks_text_length([c]) for c in cards) <= budget:
             return [_plan_block(title, cards)]
     sized = [(card, blocks_text_length([card])) for card in cards]
@@ -283,16 +324,25 @@ def _plan_block(title: str, cards: list[dict[str, Any]]) -> dict[str, Any]:
     return PlanBlock(title=title, tasks=cards).to_dict()
 
 
-def task_card(task: TaskState, detail: Detail = DETAIL_LEVELS[0]) -> TaskCardBlock:
+def task_card(
+    task: TaskState,
+    detail: Detail = DETAIL_LEVELS[0],
+    asked: Mapping[str, Any] | None = None,
+    round_number: int = 1,
+) -> TaskCardBlock:
     """One task as a task_card: status, details (kind, tool, dependencies), output or error.
 
     Outputs are markdown shown as rich text; the summary's card holds one line of it (the
     summary itself is posted below the plan); a tool's cited URLs become the card's sources.
+    A task awaiting approval shows the call it asks to make (`asked`: its arguments as they
+    will be sent).
     """
     label = ERROR_LABEL.get(task.status)
     title = task_title(task)
     if label is not None and task.status is not TaskStatus.FAILED:
         title = f"{title} ({label.lower()})"
+    if task.status is TaskStatus.AWAITING_APPROVAL:
+        title = f"{title} (awaiting approval)"
     output: dict[str, Any] | None = None
     sources: list[dict[str, Any]] | None = None
     text = (task.output or "").strip()
@@ -303,25 +353,36 @@ def task_card(task: TaskState, detail: Detail = DETAIL_LEVELS[0]) -> TaskCardBlo
             output = rich_text(text, detail.output)
         if task.kind is TaskKind.TOOL and detail.sources:
             sources = url_sources(text, detail.sources) or None
+    elif task.status is TaskStatus.AWAITING_APPROVAL:
+        shown = task if asked is None else _with_args(task, asked)
+        output = awaiting_output(shown, detail.error)
     elif label is not None:
         reason = (task.error or "").strip() or label
-        if not reason.lower().startswith(label.lower()):
-            reason = f"{label}: {reason}"
-        output = plain_rich_text(truncate(reason, detail.error))
+        output = denial_output(reason)
+        if output is None:
+            if not reason.lower().startswith(label.lower()):
+                reason = f"{label}: {reason}"
+            output = plain_rich_text(truncate(reason, detail.error))
     return TaskCardBlock(
         task_id=task.id,
         title=truncate(title, detail.title),
         status=TASK_CARD_STATUS[task.status],
-        details=plain_rich_text(task_details(task)) if detail.details else None,
+        details=plain_rich_text(task_details(task, round_number)) if detail.details else None,
         output=output,
         sources=sources,
     )
 
 
-def task_details(task: TaskState) -> str:
-    """`tool · time.get_current_time · after t1, t2 · attempt 2` (what the card's details say)."""
+def _with_args(task: TaskState, args: Mapping[str, Any]) -> TaskState:
+    return replace(task, spec=task.spec.model_copy(update={"args": dict(args)}))
+
+
+def task_details(task: TaskState, round_number: int = 1) -> str:
+    """`tool · time.get_current_time · after t1, t2 · attempt 2` (what the card's details say);
+    a task a later round added starts with it (`round 2 · llm · ...`)."""
     spec = task.spec
-    parts = [spec.kind.value]
+    parts = [f"round {round_number}"] if round_number > 1 else []
+    parts.append(spec.kind.value)
     if spec.kind is TaskKind.TOOL and spec.tool:
         parts.append(spec.tool)
     parts.append(f"after {', '.join(spec.deps)}" if spec.deps else "no dependencies")
@@ -330,6 +391,8 @@ def task_details(task: TaskState) -> str:
     label = ERROR_LABEL.get(task.status)
     if label is not None:
         parts.append(label.lower())
+    elif task.status is TaskStatus.AWAITING_APPROVAL:
+        parts.append("awaiting approval")
     return truncate(" · ".join(parts), MAX_ERROR)
 
 
@@ -347,7 +410,7 @@ def _classic_body(
     tasks = list(view.tasks)
     lines: list[str] = []
     for level in levels:
-        lines = [classic_task_line(task, level) for task in tasks]
+        lines = [classic_task_line(task, level, round_of(view, task)) for task in tasks]
         sections = pack_lines(lines, MAX_SECTION_TEXT)
         if len(sections) <= room and sum(len(s) for s in sections) <= budget:
             return [header, *(_section(text) for text in sections)]
@@ -362,14 +425,16 @@ def _classic_body(
     return [header, *(_section(t) for t in sections), _overflow_line(tasks[shown:])]
 
 
-def classic_task_line(task: TaskState, detail: Detail | None = DETAIL_LEVELS[0]) -> str:
+def classic_task_line(
+    task: TaskState, detail: Detail | None = DETAIL_LEVELS[0], round_number: int = 1
+) -> str:
     """A task as mrkdwn: status emoji, title, then (as `detail` allows) details and output."""
     detail = detail or SMALLEST
     # mrkdwn escaping defuses mentions (and more) by itself.
     title = truncate_mrkdwn(one_line(task.spec.title) or f"Task {task.id}", detail.title)
     line = f"{TASK_EMOJI[task.status]} *{title}* `{task.id}`"
     if detail.details:
-        line += f"\n{truncate_mrkdwn(task_details(task), MAX_ERROR)}"
+        line += f"\n{truncate_mrkdwn(task_details(task, round_number), MAX_ERROR)}"
     output = (task.output or "").strip()
     if task.status is TaskStatus.SUCCEEDED and output and detail.output:
         line += f"\n>{truncate_mrkdwn(one_line(output), detail.output)}"

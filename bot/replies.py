@@ -8,8 +8,9 @@ from collections.abc import Mapping, Sequence
 from bot.markdown import escape_mrkdwn
 from bot.payloads import COMMAND, Press, PressKind
 from bot.wording import run_word
-from domain.vocabulary import RunStatus
+from domain.vocabulary import Decision, RunStatus
 from scheduler.dag.state import Run
+from storage.records import Approval
 
 PREVIEW_CHARS = 80
 ECHO_CHARS = 3_000
@@ -53,7 +54,8 @@ def help_text(max_goal_chars: int) -> str:
             "*dagbot* plans a goal as a graph of tasks, runs them in parallel and posts a summary.",
             "• Mention me with a goal, or use `/dagbot <goal>`: I reply in a thread.",
             "• Mention me again in that thread to follow up: I remember its earlier goals "
-            "and summaries.",
+            "and summaries. While the run is still going, the mention changes the part of "
+            "its plan that has not started.",
             "• `/dagbot list`: your recent runs, with links to their threads.",
             "• `/dagbot cancel <run id>`: stop one of your runs (a unique prefix of the id "
             "is enough).",
@@ -127,3 +129,35 @@ def press_noop(press: Press, run: Run) -> str:
     if press.kind is PressKind.CANCEL:
         return f"Run `{run.id}` is not running, so there is nothing to cancel."
     return f"Run `{run.id}` has nothing to retry right now (it is {_status_word(run.status)})."
+
+
+def approval_refusal(press: Press, run: Run | None, approvers: frozenset[str]) -> str | None:
+    """Why a press of Approve or Deny is refused (said only to the presser); None when the
+    presser is the run's requester or one of DAGBOT_APPROVERS."""
+    if run is None:
+        return "That run no longer exists."
+    if press.user == run.requester or press.user in approvers:
+        return None
+    who = f"<@{run.requester}>" if run.requester else "the person who started the run"
+    return f"Only {who} or an approver can approve or deny this task."
+
+
+def mention(user: str) -> str:
+    """How a decision records who took it: a Slack mention, shown as the person's name."""
+    return f"<@{user}>"
+
+
+def decision_reply(press: Press, decided: tuple[Approval, bool] | None) -> str | None:
+    """What the presser is told privately when the press did not decide; None when it did (the
+    plan message shows the outcome) or when it repeats their own decision (a double click)."""
+    if decided is None:
+        return "This task is not waiting for approval."
+    approval, changed = decided
+    if changed and approval.decision is not Decision.EXPIRED:
+        return None
+    if approval.decision is Decision.EXPIRED:
+        return "Too late: nobody decided in time, so the task counted as denied."
+    pressed = Decision.APPROVED if press.kind is PressKind.APPROVE else Decision.DENIED
+    if approval.decided_by == mention(press.user) and approval.decision is pressed:
+        return None
+    return f"This task was already {approval.decision} by {approval.decided_by or 'someone'}."

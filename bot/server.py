@@ -92,7 +92,13 @@ async def running_bot(
         client = make_client(_secret(settings.slack_bot_token), settings.slack_api_url)
         publisher = SlackPublisher(client, engine, min_interval=update_interval)
         await publisher.start()
-        intake = Intake(engine, client, publisher, max_goal_chars=settings.max_goal_chars)
+        intake = Intake(
+            engine,
+            client,
+            publisher,
+            max_goal_chars=settings.max_goal_chars,
+            approvers=settings.approver_ids(),
+        )
         try:
             app = build_app(
                 client, intake, signing_secret=_secret(settings.slack_signing_secret) or None

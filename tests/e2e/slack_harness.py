@@ -90,7 +90,7 @@ def is_summary_request(request: ChatRequest) -> bool:
 
 
 def is_step_request(request: ChatRequest) -> bool:
-    return not request.is_structured and not is_summary_request(request)
+    return not request.is_structured
 
 
 def answering(
@@ -106,10 +106,10 @@ def answering(
     """
 
     async def respond(request: ChatRequest) -> Reply | str:
-        if request.is_structured:
+        if request.is_plan_request:
             return Reply.json(plan)
-        if is_summary_request(request):
-            return summary
+        if request.is_decision:
+            return Reply.answer(summary)
         if step_gate is not None:
             await step_gate.wait()
         return step
@@ -216,23 +216,40 @@ class SlackBot:
 
 @asynccontextmanager
 async def slack_bot_running(
-    directory: Path, *, responder: Responder | None = None
+    directory: Path, *, responder: Responder | None = None, env: Mapping[str, str] | None = None
 ) -> AsyncIterator[SlackBot]:
-    """The fakes, then the bot over HTTP on a free port; everything stopped on exit."""
+    """The fakes, then the bot over HTTP on a free port; everything stopped on exit.
+
+    `env`: settings added to (or replacing) those of `bot_env`.
+    """
     async with (
         fake_slack_server() as slack,
         fake_openai_server() as openai,
         response_urls() as urls,
     ):
         openai.respond_with(responder or answering())
-        settings = settings_from(bot_env(slack, openai, directory))
-        async with (
-            serve_http(settings, host="127.0.0.1", port=0, update_interval=FAST_UPDATES) as http,
-            SlackSender(
-                http.base_url, team_id=slack.team_id, bot_user_id=slack.bot_user_id
-            ) as sender,
-        ):
-            yield SlackBot(slack=slack, openai=openai, http=http, sender=sender, urls=urls)
+        slack.join(CHANNEL, ALICE, BOB)
+        async with bot_serving(slack, openai, urls, directory, env=env) as bot:
+            yield bot
+
+
+@asynccontextmanager
+async def bot_serving(
+    slack: FakeSlack,
+    openai: FakeOpenAI,
+    urls: ResponseUrls,
+    directory: Path,
+    *,
+    env: Mapping[str, str] | None = None,
+) -> AsyncIterator[SlackBot]:
+    """The bot over HTTP against fakes that are already running (and outlive it: a restart is
+    two of these in a row on one directory)."""
+    settings = settings_from({**bot_env(slack, openai, directory), **(env or {})})
+    async with (
+        serve_http(settings, host="127.0.0.1", port=0, update_interval=FAST_UPDATES) as http,
+        SlackSender(http.base_url, team_id=slack.team_id, bot_user_id=slack.bot_user_id) as sender,
+    ):
+        yield SlackBot(slack=slack, openai=openai, http=http, sender=sender, urls=urls)
 
 
 PYTHON = sys.executable

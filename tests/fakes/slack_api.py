@@ -241,6 +241,8 @@ class FakeSlack:
         self.thread_status: dict[tuple[str, str], str] = {}
         self.home_views: dict[str, dict[str, Any]] = {}
         self.users: dict[str, dict[str, Any]] = {}
+        self.members: dict[str, set[str]] = {}
+        """Who is in each channel: chat.postEphemeral reaches only them."""
         self.rejected_block_types: set[str] = set()
         self.max_message_text = MAX_MESSAGE_TEXT
         self.max_streamed_text = MAX_STREAMED_TEXT
@@ -327,6 +329,10 @@ class FakeSlack:
             "tz": "UTC",
         }
 
+    def join(self, channel: str, *users: str) -> None:
+        """Make people members of a channel (posting a message there makes one a member too)."""
+        self.members.setdefault(channel, set()).update(users)
+
     def add_message(
         self,
         channel: str,
@@ -347,6 +353,7 @@ class FakeSlack:
             versions=[text],
         )
         self.messages[(channel, message.ts)] = message
+        self.join(channel, user)
         return message
 
     def next_ts(self) -> str:
@@ -647,9 +654,12 @@ class FakeSlack:
         return {"ok": True, "channel": channel, "ts": message.ts}
 
     def _post_ephemeral(self, body: dict[str, Any]) -> dict[str, Any]:
-        _require(body, "channel")
-        _require(body, "user")
+        channel = _require(body, "channel")
+        user = _require(body, "user")
         self._check_content(body)
+        # Slack shows an ephemeral message only to a member of the channel; others are refused.
+        if user not in self.members.get(channel, set()):
+            raise SlackError("user_not_in_channel")
         return {"ok": True, "message_ts": self.next_ts()}
 
     def _get_permalink(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -864,6 +874,9 @@ MAX_FEEDBACK_TEXT = 75
 MAX_FEEDBACK_VALUE = 2000
 MAX_CONTEXT_ACTIONS = 5
 MAX_ACTION_ID = 255
+MAX_ACTIONS_ELEMENTS = 25
+MAX_BUTTON_TEXT = 75
+MAX_BUTTON_VALUE = 2000
 
 Outage = Literal["connection", "html", "text", "bad_json"]
 
@@ -893,6 +906,8 @@ def block_shape_problems(blocks: Iterable[Any]) -> list[str]:
             problems.extend(_rich_text_problems(block, where))
         elif kind == "context_actions":
             problems.extend(_context_actions_problems(block, where))
+        elif kind == "actions":
+            problems.extend(_actions_problems(block, where))
         elif kind == "section":
             text = block.get("text")
             if isinstance(text, dict) and not _nonblank(text.get("text")):
@@ -964,10 +979,55 @@ def _rich_text_problems(block: dict[str, Any], where: str) -> list[str]:
                 problems.append(f"must be more than 0 characters [json-pointer:{path}/{n}/text]")
             elif kind == "link" and not _nonblank(item.get("url")):
                 problems.append(f"must provide a url [json-pointer:{path}/{n}/url]")
+            elif kind == "user" and not _nonblank(item.get("user_id")):
+                problems.append(f"must provide a user_id [json-pointer:{path}/{n}/user_id]")
+            elif kind == "date" and not (
+                isinstance(item.get("timestamp"), int) and _nonblank(item.get("format"))
+            ):
+                problems.append(f"must provide a timestamp and format [json-pointer:{path}/{n}]")
+            elif kind == "emoji" and not _nonblank(item.get("name")):
+                problems.append(f"must provide a name [json-pointer:{path}/{n}/name]")
             elif isinstance(nested, list):
                 visit(nested, f"{path}/{n}/elements")
 
     visit(elements, f"{where}/elements")
+    return problems
+
+
+def _actions_problems(block: dict[str, Any], where: str) -> list[str]:
+    """An `actions` block: 1 to 25 elements; buttons with plain text (75) and a value (2,000);
+    action ids at most 255 long and unique within the block."""
+    elements = block.get("elements")
+    if not isinstance(elements, list) or not 1 <= len(elements) <= MAX_ACTIONS_ELEMENTS:
+        return [f"must hold 1 to {MAX_ACTIONS_ELEMENTS} elements [json-pointer:{where}/elements]"]
+    problems: list[str] = []
+    seen: set[str] = set()
+    for n, element in enumerate(elements):
+        path = f"{where}/elements/{n}"
+        if not isinstance(element, dict):
+            problems.append(f"must be an object [json-pointer:{path}]")
+            continue
+        action_id = element.get("action_id")
+        if action_id is not None:
+            if not isinstance(action_id, str) or len(action_id) > MAX_ACTION_ID:
+                problems.append(f"must be a string of at most 255 [json-pointer:{path}/action_id]")
+            elif action_id in seen:
+                problems.append(f"duplicate action_id [json-pointer:{path}/action_id]")
+            else:
+                seen.add(action_id)
+        if element.get("type") != "button":
+            continue
+        text = element.get("text")
+        if (
+            not isinstance(text, dict)
+            or text.get("type") != "plain_text"
+            or not _nonblank(text.get("text"))
+            or len(str(text.get("text"))) > MAX_BUTTON_TEXT
+        ):
+            problems.append(f"must provide plain_text of 1-75 [json-pointer:{path}/text]")
+        value = element.get("value")
+        if value is not None and len(str(value)) > MAX_BUTTON_VALUE:
+            problems.append(f"must be at most 2000 characters [json-pointer:{path}/value]")
     return problems
 
 

@@ -12,6 +12,7 @@ from scheduler.dag.bus import Subscription
 from scheduler.dag.engine import Engine, EngineConfig
 from scheduler.dag.plan import PlanTask, TaskKind
 from scheduler.dag.retry import RetryPolicies, RetryPolicy
+from storage.connect import open_store as open_any
 from storage.records import Approval, Decision, EventKind, RunStatus, TaskStatus
 from storage.sqlite import SqliteStore
 from tests.support.executors import Echo, statuses
@@ -202,6 +203,38 @@ async def test_a_decision_recorded_by_another_process_reaches_the_owner(
     finally:
         await other.close()
     assert view.task("t2").error == "Denied by U9."
+
+
+async def test_a_replica_that_does_not_own_the_run_records_a_decision_the_owner_acts_on(
+    database_url: str,
+) -> None:
+    """Two processes on one database (SQLite file or PostgreSQL): the press reaches the one
+    that does not own the run; the owner reads the decision on its next poll."""
+    owner_store = await open_any(database_url)
+    replica_store = await open_any(database_url)
+    echo = Echo()
+    owner = Engine(
+        owner_store,
+        dict.fromkeys(TaskKind, echo),
+        config=EngineConfig(retry=ONE_ATTEMPT, approval_poll=0.01),
+        needs_approval=needs_approval,
+    )
+    replica = Engine(replica_store, dict.fromkeys(TaskKind, echo), needs_approval=needs_approval)
+    try:
+        with owner.bus.subscribe() as events:
+            run = await owner.submit("g", plan=SENSITIVE_PLAN)
+            await until(events, EventKind.TASK_AWAITING_APPROVAL, "t2")
+            assert not await replica.owns(run.id)
+            decided = await replica.decide(run.id, "t2", approve=True, by="U1")
+            assert decided is not None
+            assert decided[1]
+            view = await owner.wait(run.id)
+        assert view.run.status is RunStatus.SUCCEEDED
+        assert "t2" in echo.order
+    finally:
+        for engine, store in ((owner, owner_store), (replica, replica_store)):
+            await engine.close()
+            await store.close()
 
 
 async def test_retrying_a_denied_task_asks_again(make_engine: MakeEngine) -> None:

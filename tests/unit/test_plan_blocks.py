@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from bot.approval_blocks import approval_blocks
 from bot.block_kit import defuse_mentions
 from bot.blocks import (
     FEEDBACK_ACTION,
@@ -78,10 +79,13 @@ def test_every_plan_up_to_fifty_tasks_fits(count: int, classic: bool, smallest: 
 
 def test_detail_shrinks_before_tasks_are_folded() -> None:
     """A plan of 50 worst-case tasks still shows every task, with less detail each."""
-    message = plan_message(make_view(_worst_plan(50)))
+    view = make_view(_worst_plan(50))
+    message = plan_message(view)
     cards = [b for b in walk(message.blocks) if b["type"] == "task_card"]
-    # 50 blocks: the plan, the 'N more' line, the status line and the buttons take 4.
-    assert len(cards) == 46
+    # 50 blocks: the plan, the 'N more' line, the status line and the buttons take 4, and the
+    # approval requests of the tasks awaiting approval (2 shown, 2 blocks each, 'N more') 5.
+    assert len(approval_blocks(view)) == 5
+    assert len(cards) == 41
     assert "more task" in texts(message.blocks)
     small = plan_message(make_view(_worst_plan(8)))
     assert any("details" in c for c in walk(small.blocks) if c["type"] == "task_card")
