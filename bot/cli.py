@@ -264,6 +264,8 @@ class LineDisplay:
             self._write(line)
         if event.kind is EventKind.RUN_PLANNED and view.run.plan is not None:
             self._write(render_plan_tree(view.run.plan))
+        if event.kind is EventKind.RUN_REVISED and not (event.data or {}).get("failed"):
+            self._write(render_run_tree(view))
 
     def notice(self, text: str) -> None:
         self._write(text)

@@ -120,9 +120,16 @@ def render_run_tree(view: RunView) -> str:
     """The run's plan with each task's status, and a short note for finished tasks."""
     if view.run.plan is None:
         return f"Planning: {view.run.goal}"
+    plan = view.run.plan
     statuses = {task.id: task.status for task in view.tasks}
     notes = {task.id: note for task in view.tasks if (note := _task_note(task))}
-    return render_plan_tree(view.run.plan, statuses, notes)
+    for task in view.tasks:
+        number = plan.round_of(task.id)
+        if number > 1:
+            notes[task.id] = f"round {number}" + (f", {notes[task.id]}" if task.id in notes else "")
+    tree = render_plan_tree(plan, statuses, notes).split("\n")
+    rounds = [wording.round_line(n, r.reason) for n, r in enumerate(plan.rounds, start=2)]
+    return "\n".join([tree[0], *rounds, *tree[1:]])
 
 
 def _task_note(task: TaskState) -> str | None:
@@ -196,6 +203,10 @@ def render_event(event: Event, view: RunView) -> str | None:
             text = f"run {event.run_id} {status}" + (f": {one_line(error)}" if error else "")
         case EventKind.RUN_CANCELLED:
             text = f"run {event.run_id} cancelled"
+        case EventKind.RUN_REPLANNING:
+            text = f"run {event.run_id} needs another round: {one_line(str(data.get('reason')))}"
+        case EventKind.RUN_REVISED:
+            text = f"run {event.run_id}: {wording.revision_line(data)}"
         case _:
             return None
     return f"{stamp} {text}"

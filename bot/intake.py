@@ -167,6 +167,24 @@ class Intake:
                 )
             return
         parent = await self.engine.latest_run_in_thread(mention.thread_key)
+        meta = _meta(mention.team_id, mention.channel, mention.thread_ts, mention.user, "mention")
+        if parent is not None and not parent.status.finished:
+            # The run is still going: the message steers it, whichever process owns it (the
+            # owner reads it from the store); past its final step it becomes a follow-up run.
+            steered = await self.engine.steer(
+                parent.id,
+                mention.goal,
+                requester=mention.user,
+                meta=meta,
+                delivery_id=mention.event_id,
+            )
+            if steered is None:
+                log.info("ignoring redelivered event %s", mention.event_id)
+                return
+            if steered:
+                log.info("run %s steered by a mention from %s", parent.id, mention.user)
+                return
+            # It ended meanwhile: a follow-up run, as for any finished run.
         # Claiming the event id and recording the run are one transaction: a crash between
         # them can neither lose the mention nor let Slack's redelivery start a second run.
         run = await self.engine.submit(
@@ -174,9 +192,7 @@ class Intake:
             requester=mention.user,
             thread_key=mention.thread_key,
             parent_run_id=parent.id if parent is not None else None,
-            meta=_meta(
-                mention.team_id, mention.channel, mention.thread_ts, mention.user, "mention"
-            ),
+            meta=meta,
             delivery_id=mention.event_id,
         )
         if run is None:

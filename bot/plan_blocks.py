@@ -44,7 +44,15 @@ from bot.block_kit import (
     truncate_mrkdwn,
 )
 from bot.rich_text import plain_rich_text, rich_text, url_sources
-from bot.wording import TASK_WORDS, excerpt, more_tasks, one_line, progress_line, truncate
+from bot.wording import (
+    TASK_WORDS,
+    excerpt,
+    more_tasks,
+    one_line,
+    progress_line,
+    round_line,
+    truncate,
+)
 from scheduler.dag.plan import TaskKind
 from scheduler.dag.state import Run, RunView, TaskState
 from storage.records import RunStatus, TaskStatus
@@ -129,7 +137,11 @@ def plan_message(view: RunView, *, classic: bool = False, smallest: bool = False
     """
     if view.run.plan is None:
         return placeholder_message(view.run)
-    fixed: list[Block] = [_status_context(view)]
+    fixed: list[Block] = []
+    rounds = _rounds_context(view)
+    if rounds is not None:
+        fixed.append(rounds)
+    fixed.append(_status_context(view))
     actions = _actions(view)
     if actions is not None:
         fixed.append(actions)
@@ -166,6 +178,8 @@ def plan_text(view: RunView) -> str:
     title = view.run.plan.title if view.run.plan is not None else view.run.goal
     head = f"Plan: {one_line(title)} ({status_line(view)})"
     lines = [truncate(head, 400)]
+    rounds = view.run.plan.rounds if view.run.plan is not None else []
+    lines += [truncate(round_line(n, r.reason), 400) for n, r in enumerate(rounds, start=2)]
     size = len(lines[0])
     for index, task in enumerate(view.tasks):
         line = f"• [{task.status.value}] {truncate(task_title(task), 120)}"
@@ -187,6 +201,27 @@ def status_line(view: RunView) -> str:
 def task_title(task: TaskState) -> str:
     """The task's title on one line, mentions defused; never blank (Slack refuses those)."""
     return defuse_mentions(one_line(task.spec.title)) or f"Task {task.id}"
+
+
+def round_of(view: RunView, task: TaskState) -> int:
+    """The planning round that added the task (1 unless the final step asked for more)."""
+    return view.run.plan.round_of(task.id) if view.run.plan is not None else 1
+
+
+MAX_ROUND_REASON = 300
+
+
+def _rounds_context(view: RunView) -> ContextBlock | None:
+    """One line per round after the first, with the reason the final step gave for it."""
+    plan = view.run.plan
+    if plan is None or not plan.rounds:
+        return None
+    lines = [
+        defuse_mentions(truncate(round_line(number, planned.reason), MAX_ROUND_REASON))
+        for number, planned in enumerate(plan.rounds, start=2)
+    ]
+    text = truncate_mrkdwn("\n".join(lines), MAX_CONTEXT_TEXT)
+    return ContextBlock(elements=[MarkdownTextObject(text=text)])
 
 
 def _status_context(view: RunView) -> ContextBlock:
@@ -274,7 +309,10 @@ def _native_body(
     asked = {request.task_id: request.args for request in view.approvals}
     cards: list[dict[str, Any]] = []
     for level in levels:
-        cards = [task_card(task, level, asked.get(task.id)).to_dict() for task in tasks]
+        cards = [
+            task_card(task, level, asked.get(task.id), round_of(view, task)).to_dict()
+            for task in tasks
+        ]
         if len(cards) <= room and sum(blocks_text_length([c]) for c in cards) <= budget:
             return [_plan_block(title, cards)]
     sized = [(card, blocks_text_length([card])) for card in cards]
@@ -290,6 +328,7 @@ def task_card(
     task: TaskState,
     detail: Detail = DETAIL_LEVELS[0],
     asked: Mapping[str, Any] | None = None,
+    round_number: int = 1,
 ) -> TaskCardBlock:
     """One task as a task_card: status, details (kind, tool, dependencies), output or error.
 
@@ -328,7 +367,7 @@ def task_card(
         task_id=task.id,
         title=truncate(title, detail.title),
         status=TASK_CARD_STATUS[task.status],
-        details=plain_rich_text(task_details(task)) if detail.details else None,
+        details=plain_rich_text(task_details(task, round_number)) if detail.details else None,
         output=output,
         sources=sources,
     )
@@ -338,10 +377,12 @@ def _with_args(task: TaskState, args: Mapping[str, Any]) -> TaskState:
     return replace(task, spec=task.spec.model_copy(update={"args": dict(args)}))
 
 
-def task_details(task: TaskState) -> str:
-    """`tool · time.get_current_time · after t1, t2 · attempt 2` (what the card's details say)."""
+def task_details(task: TaskState, round_number: int = 1) -> str:
+    """`tool · time.get_current_time · after t1, t2 · attempt 2` (what the card's details say);
+    a task a later round added starts with it (`round 2 · llm · ...`)."""
     spec = task.spec
-    parts = [spec.kind.value]
+    parts = [f"round {round_number}"] if round_number > 1 else []
+    parts.append(spec.kind.value)
     if spec.kind is TaskKind.TOOL and spec.tool:
         parts.append(spec.tool)
     parts.append(f"after {', '.join(spec.deps)}" if spec.deps else "no dependencies")
@@ -369,7 +410,7 @@ def _classic_body(
     tasks = list(view.tasks)
     lines: list[str] = []
     for level in levels:
-        lines = [classic_task_line(task, level) for task in tasks]
+        lines = [classic_task_line(task, level, round_of(view, task)) for task in tasks]
         sections = pack_lines(lines, MAX_SECTION_TEXT)
         if len(sections) <= room and sum(len(s) for s in sections) <= budget:
             return [header, *(_section(text) for text in sections)]
@@ -384,14 +425,16 @@ def _classic_body(
     return [header, *(_section(t) for t in sections), _overflow_line(tasks[shown:])]
 
 
-def classic_task_line(task: TaskState, detail: Detail | None = DETAIL_LEVELS[0]) -> str:
+def classic_task_line(
+    task: TaskState, detail: Detail | None = DETAIL_LEVELS[0], round_number: int = 1
+) -> str:
     """A task as mrkdwn: status emoji, title, then (as `detail` allows) details and output."""
     detail = detail or SMALLEST
     # mrkdwn escaping defuses mentions (and more) by itself.
     title = truncate_mrkdwn(one_line(task.spec.title) or f"Task {task.id}", detail.title)
     line = f"{TASK_EMOJI[task.status]} *{title}* `{task.id}`"
     if detail.details:
-        line += f"\n{truncate_mrkdwn(task_details(task), MAX_ERROR)}"
+        line += f"\n{truncate_mrkdwn(task_details(task, round_number), MAX_ERROR)}"
     output = (task.output or "").strip()
     if task.status is TaskStatus.SUCCEEDED and output and detail.output:
         line += f"\n>{truncate_mrkdwn(one_line(output), detail.output)}"

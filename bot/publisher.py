@@ -49,7 +49,10 @@ BUG_ATTEMPTS = 5
 
 _TERMINAL = (EventKind.RUN_FINISHED, EventKind.RUN_CANCELLED)
 # Events whose state must reach Slack at once, even while an intermediate edit is waiting.
-_URGENT = frozenset({EventKind.RUN_PLANNED, EventKind.RUN_RESUMED, *_TERMINAL})
+# A revised plan (a new round, a steering message) is shown at once too: someone is watching.
+_URGENT = frozenset(
+    {EventKind.RUN_PLANNED, EventKind.RUN_RESUMED, EventKind.RUN_REVISED, *_TERMINAL}
+)
 
 
 @dataclass(kw_only=True)

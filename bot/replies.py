@@ -54,7 +54,8 @@ def help_text(max_goal_chars: int) -> str:
             "*dagbot* plans a goal as a graph of tasks, runs them in parallel and posts a summary.",
             "• Mention me with a goal, or use `/dagbot <goal>`: I reply in a thread.",
             "• Mention me again in that thread to follow up: I remember its earlier goals "
-            "and summaries.",
+            "and summaries. While the run is still going, the mention changes the part of "
+            "its plan that has not started.",
             "• `/dagbot list`: your recent runs, with links to their threads.",
             "• `/dagbot cancel <run id>`: stop one of your runs (a unique prefix of the id "
             "is enough).",

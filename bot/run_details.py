@@ -18,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from bot.cli_render import MARK, format_duration, format_when, task_label, truncate
+from bot.wording import revision_line, round_line
 from scheduler.dag.state import RunView, TaskState
 from storage.records import Event, EventKind, UsageTotal
 
@@ -112,6 +113,15 @@ def render_run_details(
         header.append(Text(f"Requested by: {run.requester}"))
     if run.plan is not None:
         header.append(Text(f"Plan: {run.plan.title}"))
+        header.extend(
+            Text(f"{round_line(number, planned.reason)} (added {', '.join(planned.tasks)})")
+            for number, planned in enumerate(run.plan.rounds, start=2)
+        )
+    header.extend(
+        Text(revision_line(event.data or {}))
+        for event in events
+        if event.kind is EventKind.RUN_REVISED and (event.data or {}).get("cause") == "steer"
+    )
     if run.error:
         header.append(Text(f"Error: {run.error}"))
     planner = tokens_line([u for u in usage if u.task_id is None])

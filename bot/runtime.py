@@ -68,6 +68,7 @@ async def open_runtime(
                     task_timeout=settings.task_timeout,
                     retry=settings.retry_policies(),
                     max_tasks=settings.max_tasks,
+                    max_replans=settings.max_replans,
                     take_over=kind is OwnerKind.BOT,
                     approval_timeout=settings.approval_timeout,
                 ),

@@ -47,6 +47,7 @@ class Settings(BaseSettings):
     task_timeout: float = Field(default=300.0, gt=0, alias="DAGBOT_TASK_TIMEOUT")
     max_tasks: int = Field(default=50, ge=2, le=500, alias="DAGBOT_MAX_TASKS")
     max_goal_chars: int = Field(default=4000, ge=10, alias="DAGBOT_MAX_GOAL_CHARS")
+    max_replans: int = Field(default=2, ge=0, le=10, alias="DAGBOT_MAX_REPLANS")
     max_attempts: str = Field(default="3", alias="DAGBOT_MAX_ATTEMPTS")
     retry_base_delay: float = Field(default=0.5, gt=0, alias="DAGBOT_RETRY_BASE_DELAY")
     retry_max_delay: float = Field(default=20.0, gt=0, alias="DAGBOT_RETRY_MAX_DELAY")

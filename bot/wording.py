@@ -102,6 +102,33 @@ def more_tasks(count: int, detail: str = "") -> str:
     return f"{line}: {detail}" if detail else line
 
 
+def round_line(number: int, reason: str) -> str:
+    """`Round 2: Paris is missing` (why a plan grew a round)."""
+    return f"Round {number}: {one_line(reason)}"
+
+
+def revision_line(data: Mapping[str, object]) -> str:
+    """What a revision of a running plan did, from its event's data: a new round, or a
+    steering message from the thread, and the tasks it added and dropped."""
+    changes = [f"+{task}" for task in _ids(data.get("added"))]
+    changes += [f"-{task}" for task in _ids(data.get("removed"))]
+    tail = f" ({', '.join(changes)})" if changes else ""
+    failed = data.get("failed")
+    if data.get("cause") == "steer":
+        said = one_line(str(data.get("message") or ""))
+        if failed:
+            return f"Could not revise the plan for “{said}”: {one_line(str(failed))}"
+        return f"Plan revised for “{said}”{tail}"
+    number = data.get("round")
+    if failed:
+        return f"No further round could be planned: {one_line(str(failed))}"
+    return f"Round {number} planned{tail}"
+
+
+def _ids(value: object) -> list[str]:
+    return [str(item) for item in value] if isinstance(value, list) else []
+
+
 def feedback_line(votes: Mapping[str, int]) -> str:
     """`Feedback: 3 👍 · 1 👎` (the summary's feedback buttons), or that there is none yet."""
     good, bad = votes.get(FEEDBACK_GOOD, 0), votes.get(FEEDBACK_BAD, 0)

@@ -57,6 +57,11 @@ class EventKind(StrEnum):
     RUN_PLANNED = "run_planned"
     RUN_RESUMED = "run_resumed"
     RUN_PAUSED = "run_paused"
+    RUN_REPLANNING = "run_replanning"
+    """The final step asked for another round (data: reason, round); planning it comes next."""
+    RUN_REVISED = "run_revised"
+    """The not-yet-started part of the plan changed (data: cause, round, reason, added,
+    removed): another round after a replan, or a steering message from the thread."""
     TASK_AWAITING_APPROVAL = "task_awaiting_approval"
     TASK_APPROVED = "task_approved"
     TASK_STARTED = "task_started"

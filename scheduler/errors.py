@@ -29,3 +29,11 @@ class TaskError(SchedulerError):
 
 class PlanningFailed(SchedulerError):
     """No valid plan could be made for the goal; the message is for the user."""
+
+
+class AnotherRound(SchedulerError):
+    """The final step found that the results do not answer the goal yet: plan another round."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)

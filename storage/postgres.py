@@ -32,8 +32,10 @@ from storage.records import (
     Event,
     EventKind,
     NewRun,
+    NewSteering,
     RunRecord,
     RunStatus,
+    SteeringRecord,
     TaskRecord,
     Transition,
     UsageRecord,
@@ -47,8 +49,11 @@ from storage.rows import (
     event_row,
     merge_meta,
     new_run_row,
+    revision_rows,
     run_from_row,
     run_update_row,
+    steering_from_row,
+    steering_row,
     task_from_row,
     task_update_row,
     usage_from_row,
@@ -403,6 +408,67 @@ class PostgresStore:
     async def get_run(self, run_id: str) -> RunRecord | None:
         row = await self._fetchone(q("select_run"), {"id": run_id})
         return run_from_row(row) if row is not None else None
+
+    # -- revisions and steering ----------------------------------------------------------------
+
+    async def revise_plan(
+        self,
+        run_id: str,
+        plan: dict[str, Any],
+        transition: Transition,
+        *,
+        handled: Collection[int] = (),
+    ) -> Event:
+        now = time.time()
+        run_row, task_rows = revision_rows(run_id, plan, now)
+        keep = {row["id"] for row in task_rows}
+
+        async def work(conn: Connection) -> int:
+            if not await self._owned(conn, {run_id}):
+                raise LeaseLost.of(run_id)
+            await conn.execute(q("revise_plan"), run_row)
+            ids = await _ids(conn, q("select_task_ids"), {"run_id": run_id})
+            async with conn.cursor() as cursor:
+                gone = [{"run_id": run_id, "id": i} for i in ids if i not in keep]
+                if gone:
+                    await cursor.executemany(q("delete_pending_task"), gone)
+                await cursor.executemany(q("upsert_task"), task_rows)
+                closed = [{"seq": s, "at": now} for s in handled]
+                if closed:
+                    await cursor.executemany(q("close_steering"), closed)
+            return await _append_event(conn, transition, now)
+
+        return event(await self._write(work), transition, now)
+
+    async def add_steering(
+        self, new: NewSteering, *, delivery_id: str | None = None
+    ) -> bool | None:
+        now = time.time()
+        row = steering_row(new, now)
+
+        async def work(conn: Connection) -> bool | None:
+            cursor = await conn.execute(q("select_run_status_for_update"), {"id": new.run_id})
+            found = await cursor.fetchone()
+            if found is None or RunStatus(found["status"]).finished:
+                return False
+            if delivery_id is not None and not await _claim(conn, delivery_id, now):
+                return None
+            await conn.execute(q("insert_steering"), row)
+            return True
+
+        return await self._write(work)
+
+    async def open_steering(self, run_id: str) -> list[SteeringRecord]:
+        rows = await self._fetchall(q("select_open_steering"), {"run_id": run_id})
+        return [steering_from_row(row) for row in rows]
+
+    async def close_steering(self, seq: int) -> None:
+        params = {"seq": seq, "at": time.time()}
+
+        async def work(conn: Connection) -> None:
+            await conn.execute(q("close_steering"), params)
+
+        await self._write(work)
 
     async def get_tasks(self, run_id: str) -> list[TaskRecord]:
         return [

@@ -85,6 +85,23 @@ CREATE TABLE feedback (
     PRIMARY KEY (run_id, user_id)
 );
 
+-- name: migration_7
+-- As queries.sql's, with PostgreSQL's serial and double-precision types.
+CREATE TABLE steering (
+    seq        BIGSERIAL PRIMARY KEY,
+    run_id     TEXT NOT NULL REFERENCES runs (id),
+    message    TEXT NOT NULL,
+    requester  TEXT,
+    meta_json  TEXT NOT NULL DEFAULT '{}',
+    at         DOUBLE PRECISION NOT NULL,
+    handled_at DOUBLE PRECISION
+);
+CREATE INDEX steering_open ON steering (run_id, seq) WHERE handled_at IS NULL;
+
+-- name: select_run_status_for_update
+-- Locks the run row: a run that ends meanwhile (its status update waits) cannot miss it.
+SELECT status FROM runs WHERE id = :id FOR UPDATE;
+
 -- name: schema_version_table
 CREATE TABLE IF NOT EXISTS dagbot_schema (version INTEGER NOT NULL);
 

@@ -133,6 +133,20 @@ CREATE TABLE approvals (
     PRIMARY KEY (run_id, task_id)
 );
 
+-- name: migration_7
+-- Steering: messages about a running run, recorded by whichever process received them and
+-- applied by the one that owns the run (handled_at is set once applied or passed on).
+CREATE TABLE steering (
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id     TEXT NOT NULL REFERENCES runs (id),
+    message    TEXT NOT NULL,
+    requester  TEXT,
+    meta_json  TEXT NOT NULL DEFAULT '{}',
+    at         REAL NOT NULL,
+    handled_at REAL
+);
+CREATE INDEX steering_open ON steering (run_id, seq) WHERE handled_at IS NULL;
+
 -- name: insert_run
 INSERT INTO runs (id, goal, status, requester, thread_key, parent_run_id, meta_json,
                   created_at, updated_at, owner, owner_kind, lease_expires_at)
@@ -336,3 +350,32 @@ SELECT owner, owner_kind, lease_expires_at FROM runs WHERE id = :id;
 -- name: select_owned
 -- Which of the runs in the JSON array :ids this process still owns (checked in every commit).
 SELECT id FROM runs WHERE owner = :owner AND id IN (SELECT value FROM json_each(:ids));
+
+-- name: select_run_status_for_update
+SELECT status FROM runs WHERE id = :id;
+
+-- name: insert_steering
+INSERT INTO steering (run_id, message, requester, meta_json, at)
+VALUES (:run_id, :message, :requester, :meta_json, :at);
+
+-- name: select_open_steering
+SELECT * FROM steering WHERE run_id = :run_id AND handled_at IS NULL ORDER BY seq;
+
+-- name: close_steering
+UPDATE steering SET handled_at = :at WHERE seq = :seq AND handled_at IS NULL;
+
+-- name: revise_plan
+UPDATE runs SET plan_json = :plan_json, updated_at = :at WHERE id = :id;
+
+-- name: select_task_ids
+SELECT id FROM tasks WHERE run_id = :run_id;
+
+-- name: delete_pending_task
+-- Only a task that has not started may leave the plan (the engine never asks otherwise).
+DELETE FROM tasks WHERE run_id = :run_id AND id = :id AND status = 'pending';
+
+-- name: upsert_task
+-- A revision: new tasks are inserted pending; kept ones only move or (pending ones) change.
+INSERT INTO tasks (run_id, id, position, spec_json, status)
+VALUES (:run_id, :id, :position, :spec_json, 'pending')
+ON CONFLICT (run_id, id) DO UPDATE SET position = excluded.position, spec_json = excluded.spec_json;

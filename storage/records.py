@@ -64,6 +64,27 @@ class NewRun:
 
 
 @dataclass(frozen=True, kw_only=True)
+class NewSteering:
+    """A message about a running run, for the process that owns it (storage.store.add_steering)."""
+
+    run_id: str
+    message: str
+    requester: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    """The front end's metadata for a follow-up run, should the message come too late to steer."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SteeringRecord:
+    seq: int
+    run_id: str
+    message: str
+    requester: str | None
+    meta: dict[str, Any]
+    at: float
+
+
+@dataclass(frozen=True, kw_only=True)
 class UsageRecord:
     """Token usage of one LLM call (task_id None for the planner)."""
 

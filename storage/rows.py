@@ -14,8 +14,10 @@ from storage.records import (
     Event,
     EventKind,
     NewRun,
+    NewSteering,
     RunRecord,
     RunStatus,
+    SteeringRecord,
     TaskRecord,
     TaskStatus,
     Transition,
@@ -193,3 +195,36 @@ def approval_from_row(row: Row) -> Approval:
         decided_by=row["decided_by"],
         decided_at=row["decided_at"],
     )
+
+
+def steering_from_row(row: Row) -> SteeringRecord:
+    return SteeringRecord(
+        seq=int(row["seq"]),
+        run_id=row["run_id"],
+        message=row["message"],
+        requester=row["requester"],
+        meta=json.loads(row["meta_json"]),
+        at=row["at"],
+    )
+
+
+def steering_row(new: NewSteering, at: float) -> dict[str, Any]:
+    return {
+        "run_id": new.run_id,
+        "message": new.message,
+        "requester": new.requester,
+        "meta_json": json.dumps(new.meta),
+        "at": at,
+    }
+
+
+def revision_rows(
+    run_id: str, plan: dict[str, Any], at: float
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The run row's and the task rows' parameters of a revised plan."""
+    run_row = {"id": run_id, "plan_json": json.dumps(plan), "at": at}
+    task_rows = [
+        {"run_id": run_id, "id": task["id"], "position": position, "spec_json": json.dumps(task)}
+        for position, task in enumerate(plan.get("tasks", []))
+    ]
+    return run_row, task_rows

@@ -47,8 +47,10 @@ from storage.records import (
     Event,
     EventKind,
     NewRun,
+    NewSteering,
     RunRecord,
     RunStatus,
+    SteeringRecord,
     TaskRecord,
     Transition,
     UsageRecord,
@@ -496,6 +498,59 @@ class SqliteStore:
     async def approvals(self, run_id: str) -> list[Approval]:
         rows = await self._fetchall(query("select_approvals"), {"run_id": run_id})
         return [codec.approval_from_row(row) for row in rows]
+
+    # -- revisions and steering ----------------------------------------------------------------
+
+    async def revise_plan(
+        self,
+        run_id: str,
+        plan: dict[str, Any],
+        transition: Transition,
+        *,
+        handled: Collection[int] = (),
+    ) -> Event:
+        now = time.time()
+        run_row, task_rows = codec.revision_rows(run_id, plan, now)
+        keep = {row["id"] for row in task_rows}
+
+        def work(db: sqlite3.Connection) -> int:
+            if not self._owned(db, {run_id}):
+                raise LeaseLost.of(run_id)
+            db.execute(query("revise_plan"), run_row)
+            ids = _ids(query("select_task_ids"), {"run_id": run_id}, db)
+            db.executemany(
+                query("delete_pending_task"),
+                [{"run_id": run_id, "id": i} for i in ids if i not in keep],
+            )
+            db.executemany(query("upsert_task"), task_rows)
+            db.executemany(query("close_steering"), [{"seq": s, "at": now} for s in handled])
+            return _append_event(db, transition, now)
+
+        return codec.event(await self._write(work), transition, now)
+
+    async def add_steering(
+        self, new: NewSteering, *, delivery_id: str | None = None
+    ) -> bool | None:
+        now = time.time()
+        row = codec.steering_row(new, now)
+
+        def work(db: sqlite3.Connection) -> bool | None:
+            found = db.execute(query("select_run_status_for_update"), {"id": new.run_id}).fetchall()
+            if not found or RunStatus(found[0][0]).finished:
+                return False
+            if delivery_id is not None and not _claim(db, delivery_id, now):
+                return None
+            db.execute(query("insert_steering"), row)
+            return True
+
+        return await self._write(work)
+
+    async def open_steering(self, run_id: str) -> list[SteeringRecord]:
+        rows = await self._fetchall(query("select_open_steering"), {"run_id": run_id})
+        return [codec.steering_from_row(row) for row in rows]
+
+    async def close_steering(self, seq: int) -> None:
+        await self._write(_statement(query("close_steering"), {"seq": seq, "at": time.time()}))
 
     # -- reads --------------------------------------------------------------------------------
 

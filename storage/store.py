@@ -16,7 +16,9 @@ from storage.records import (
     Event,
     EventKind,
     NewRun,
+    NewSteering,
     RunRecord,
+    SteeringRecord,
     TaskRecord,
     Transition,
     UsageRecord,
@@ -64,6 +66,42 @@ class Store(Protocol):
         waiting: the engine relies on all three. A transition of a run this owner no longer
         leases is not committed: it raises LeaseLost (checked inside the commit).
         """
+        ...
+
+    async def revise_plan(
+        self,
+        run_id: str,
+        plan: dict[str, Any],
+        transition: Transition,
+        *,
+        handled: Collection[int] = (),
+    ) -> Event:
+        """Store a running run's revised plan, in one transaction with `transition`'s event.
+
+        Tasks the plan no longer lists are deleted (only pending ones ever are), new ones are
+        added pending, kept ones take their new position (and, pending ones, their new spec);
+        the steering messages `handled` (by seq) are closed. Raises LeaseLost for a run this
+        owner does not lease.
+        """
+        ...
+
+    async def add_steering(
+        self, new: NewSteering, *, delivery_id: str | None = None
+    ) -> bool | None:
+        """Record a message for the process that owns a running run (any process may).
+
+        False, recording nothing, when the run has ended (or is unknown); None when
+        `delivery_id` was claimed before (it is claimed in the same transaction); else True.
+        A run that ends meanwhile waits for this commit, so its owner sees the message.
+        """
+        ...
+
+    async def open_steering(self, run_id: str) -> list[SteeringRecord]:
+        """The run's steering messages not yet handled, oldest first."""
+        ...
+
+    async def close_steering(self, seq: int) -> None:
+        """Mark a steering message handled."""
         ...
 
     async def update_meta(self, run_id: str, patch: dict[str, Any]) -> RunRecord:

@@ -30,6 +30,8 @@ from scheduler.dag.executors import (
     History,
     Planner,
     PlanRequest,
+    Revision,
+    RevisionCause,
     UsageSink,
 )
 from scheduler.dag.kinds import rules
@@ -41,7 +43,14 @@ from scheduler.dag.state import Run, RunView, TaskState
 from scheduler.dag.validation import DEFAULT_MAX_TASKS, validate_plan
 from scheduler.errors import PlanInvalid, PlanningFailed, RunNotFound, TaskError
 from storage.errors import DatabaseReplaced, LeaseLost, StorageError
-from storage.records import Approval, NewRun, UsageRecord, UsageTotal
+from storage.records import (
+    Approval,
+    NewRun,
+    NewSteering,
+    SteeringRecord,
+    UsageRecord,
+    UsageTotal,
+)
 from storage.store import Store
 
 log = logging.getLogger("dagbot.engine")
@@ -71,6 +80,8 @@ class EngineConfig:
     take_over: bool = False
     """Keep claiming runs whose lease expired (their process died), as bots do; a terminal
     only ever works on its own runs."""
+    max_replans: int = 2
+    """Rounds of planning the final step may ask for after the first (DAGBOT_MAX_REPLANS)."""
     approval_timeout: float = DEFAULT_APPROVAL_TIMEOUT
     """How long a task waits for approval before it counts as denied."""
     approval_poll: float = DEFAULT_APPROVAL_POLL
@@ -111,6 +122,8 @@ class Engine:
         self.database_lost = asyncio.Event()
         """Set once the database file was deleted or replaced: the process should stop."""
         self._cancelling: set[str] = set()
+        self._steering: dict[str, asyncio.Event] = {}
+        """Per run driven here: set to make its driver read the run's steering messages."""
         self.approvals = ApprovalRules(
             needs=needs_approval or never,
             timeout=self.config.approval_timeout,
@@ -122,6 +135,9 @@ class Engine:
             drop=self._drop,
             take_over=self._take_over if self.config.take_over else None,
         )
+        # Steering messages may be recorded by another process (whichever received them): the
+        # runs driven here look for them on every lease round.
+        self._keeper.hooks.append(self._look_for_steering)
 
     # -- public API ------------------------------------------------------------------------------
 
@@ -270,6 +286,30 @@ class Engine:
         await self._record_all(transitions)
         self._start(run_id, given_plan=None, resumed=False)
         return True
+
+    async def steer(
+        self,
+        run_id: str,
+        message: str,
+        *,
+        requester: str | None = None,
+        meta: dict[str, object] | None = None,
+        delivery_id: str | None = None,
+    ) -> bool | None:
+        """Hand a message about a running run to whichever process drives it, durably.
+
+        The owner revises the part of the plan that has not started (see _apply_steering). True
+        once recorded; False when the run has ended (nothing is recorded: start a follow-up
+        run instead); None for a redelivery of `delivery_id`, which is claimed with the record.
+        """
+        recorded = await self.store.add_steering(
+            NewSteering(run_id=run_id, message=message, requester=requester, meta=dict(meta or {})),
+            delivery_id=delivery_id,
+        )
+        wake = self._steering.get(run_id)
+        if recorded and wake is not None:
+            wake.set()
+        return recorded
 
     async def decide(
         self, run_id: str, task_id: str, *, approve: bool, by: str
@@ -447,8 +487,10 @@ class Engine:
                     for position, spec in enumerate(plan.tasks)
                 ]
             else:
+                plan = run.plan
                 tasks = task_states(run.plan, await self.store.get_tasks(run_id))
             await self._learn_from_history()
+            rounds = len(plan.rounds) if plan is not None else 0
             execution = Execution(
                 run=run,
                 tasks=tasks,
@@ -463,16 +505,18 @@ class Engine:
                 publish=self._publish,
                 drafts=self.drafts,
                 learn=self.durations.observe,
+                plan=plan,
+                replans_left=max(0, self.config.max_replans - rounds),
+                max_tasks=self.config.max_tasks,
                 approvals=self.approvals,
             )
-            try:
-                await execution.run()
-            except BaseExceptionGroup as group:
-                failure = _storage_failure(group)
-                if failure is group:
-                    raise
-                raise failure from group
+            # A run just planned has asked for no round yet; only a resumed one may have.
+            replan = (
+                None if run.status is RunStatus.PLANNING else await self._pending_replan(run_id)
+            )
+            await self._run_rounds(run, execution, replan)
             await self._record_finished(run_id, list(execution.states.values()))
+            await self._follow_up(run)
         except StorageError as error:
             await self._fail_unsaved(run_id, error)
         except asyncio.CancelledError:
@@ -492,6 +536,175 @@ class Engine:
             await self._record_stopped(run_id, error)
         finally:
             self._cancelling.discard(run_id)
+
+    # -- rounds and steering -----------------------------------------------------------------
+
+    async def _run_rounds(self, run: Run, execution: Execution, replan: str | None) -> None:
+        """Run the plan, and another round each time the final step asks for one, while the
+        run's steering messages are applied as they come."""
+        wake = self._steering[run.id] = asyncio.Event()
+        wake.set()  # messages recorded before this start (or while no process drove the run)
+        lock = asyncio.Lock()
+        watcher = asyncio.create_task(
+            self._watch_steering(run, execution, wake, lock), name=f"dagbot steering {run.id}"
+        )
+        try:
+            while True:
+                if replan is not None:
+                    async with lock:
+                        await self._next_round(run, execution, replan)
+                try:
+                    await execution.run()
+                except BaseExceptionGroup as group:
+                    failure = _storage_failure(group)
+                    if failure is group:
+                        raise
+                    raise failure from group
+                replan, execution.replan = execution.replan, None
+                if replan is None:
+                    return
+        finally:
+            watcher.cancel()
+            await asyncio.wait([watcher])
+            if self._steering.get(run.id) is wake:
+                del self._steering[run.id]
+
+    async def _pending_replan(self, run_id: str) -> str | None:
+        """The reason for a round asked for and not yet planned (a restart in between)."""
+        last = await self.store.last_event(
+            run_id, (EventKind.RUN_REPLANNING, EventKind.RUN_REVISED)
+        )
+        if last is None or last.kind is not EventKind.RUN_REPLANNING or last.data is None:
+            return None
+        reason = last.data.get("reason")
+        return reason if isinstance(reason, str) else ""
+
+    async def _next_round(self, run: Run, execution: Execution, reason: str) -> None:
+        """Plan the round the final step asked for; if none can be made, it answers as it can."""
+        data: dict[str, object] = {"cause": RevisionCause.REPLAN.value, "reason": reason}
+        try:
+            async with execution.hold():
+                proposed = await self._revision(run, execution, RevisionCause.REPLAN, reason)
+                await execution.revise(
+                    proposed, record=self._reviser(run.id, ()), data=data, new_round=reason
+                )
+        except (PlanningFailed, PlanInvalid) as failure:
+            log.info("run %s: no further round could be planned: %s", run.id, failure)
+            execution.replans_left = 0
+            await self._record_all(
+                [
+                    Transition(
+                        run_id=run.id,
+                        kind=EventKind.RUN_REVISED,
+                        data={
+                            **data,
+                            "failed": str(failure),
+                            "round": len(execution.plan.rounds) + 1,
+                        },
+                    )
+                ]
+            )
+
+    async def _revision(
+        self, run: Run, execution: Execution, cause: RevisionCause, text: str
+    ) -> Plan:
+        if self._planner is None:
+            raise PlanningFailed("No planner is configured, so the plan cannot be revised.")
+        revision = Revision(
+            cause=cause,
+            text=text,
+            plan=execution.plan,
+            tasks=tuple(sorted(execution.states.values(), key=lambda t: t.position)),
+        )
+        return await self._plan_with_retries(self._planner, run, revision)
+
+    def _reviser(
+        self, run_id: str, handled: Collection[int]
+    ) -> Callable[[Plan, dict[str, object]], Awaitable[Event]]:
+        def record(plan: Plan, data: dict[str, object]) -> Awaitable[Event]:
+            return self.store.revise_plan(
+                run_id,
+                plan.model_dump(mode="json"),
+                Transition(run_id=run_id, kind=EventKind.RUN_REVISED, data=data),
+                handled=handled,
+            )
+
+        return record
+
+    async def _look_for_steering(self) -> None:
+        for wake in self._steering.values():
+            wake.set()
+
+    async def _watch_steering(
+        self, run: Run, execution: Execution, wake: asyncio.Event, lock: asyncio.Lock
+    ) -> None:
+        while True:
+            await wake.wait()
+            wake.clear()
+            try:
+                for message in await self.store.open_steering(run.id):
+                    await self._apply_steering(run, execution, message, lock)
+            except LeaseLost:
+                return
+            except Exception:
+                # The run goes on as planned; the message is read again on the next round.
+                log.exception("run %s: could not apply a steering message", run.id)
+
+    async def _apply_steering(
+        self, run: Run, execution: Execution, message: SteeringRecord, lock: asyncio.Lock
+    ) -> None:
+        """Revise the part of the plan that has not started, as the message asks.
+
+        Once the final step has started, the message waits for the run to end and then starts
+        a follow-up run in the thread (`_follow_up`): the answer being written is not revised.
+        """
+        async with execution.hold(), lock:
+            if _final_step_started(execution):
+                return
+            data: dict[str, object] = {
+                "cause": RevisionCause.STEER.value,
+                "message": message.message,
+                "by": message.requester,
+            }
+            try:
+                proposed = await self._revision(
+                    run, execution, RevisionCause.STEER, message.message
+                )
+                await execution.revise(
+                    proposed, record=self._reviser(run.id, (message.seq,)), data=data
+                )
+            except (LeaseLost, StorageError):
+                raise
+            except Exception as failure:
+                # Planning failed, the revision was invalid, or a bug: the run goes on as
+                # planned, and the message is answered (in the event) rather than tried forever.
+                log.info("run %s: steering message not applied: %s", run.id, failure)
+                await self.store.close_steering(message.seq)
+                await self._record_all(
+                    [
+                        Transition(
+                            run_id=run.id,
+                            kind=EventKind.RUN_REVISED,
+                            data={
+                                **data,
+                                "failed": str(failure),
+                                "round": len(execution.plan.rounds) + 1,
+                            },
+                        )
+                    ]
+                )
+
+    async def _follow_up(self, run: Run) -> None:
+        """Start a follow-up run for each steering message that came too late to steer."""
+        for message in await self.store.open_steering(run.id):
+            await self.store.close_steering(message.seq)
+            await self.submit(
+                message.message,
+                requester=message.requester,
+                thread_key=run.thread_key,
+                parent_run_id=run.id,
+                meta=message.meta,
+            )
 
     async def _fail_unsaved(self, run_id: str, error: StorageError) -> None:
         """The store failed this run for good: fail it where it can still be seen.
@@ -614,7 +827,7 @@ class Engine:
                     raise PlanningFailed(
                         "No planner is configured, so this goal cannot be planned."
                     )
-                plan = await self._plan_with_retries(self._planner, run)
+                plan = await self._plan_with_retries(self._planner, run, None)
             # Given plans are checked too: one with a cycle or an unknown dependency would
             # otherwise stop the run loop with an internal error on every start.
             problems = validate_plan(plan, max_tasks=self.config.max_tasks)
@@ -640,13 +853,16 @@ class Engine:
         )
         return None
 
-    async def _plan_with_retries(self, planner: Planner, run: Run) -> Plan:
+    async def _plan_with_retries(
+        self, planner: Planner, run: Run, revision: Revision | None
+    ) -> Plan:
         """Ask the planner, retrying transient failures by the planning policy."""
         request = PlanRequest(
             run_id=run.id,
             goal=run.goal,
             history=await self._history(run),
             record_usage=self._usage_sink(run.id, None),
+            revision=revision,
         )
         policy = self.config.retry.of(PLANNING)
         attempt = 0
@@ -696,6 +912,13 @@ class Engine:
             )
 
         return record_usage
+
+
+def _final_step_started(execution: Execution) -> bool:
+    return any(
+        rules(task.kind).final_step and task.status is not TaskStatus.PENDING
+        for task in execution.states.values()
+    )
 
 
 def _storage_failure(group: BaseExceptionGroup[BaseException]) -> BaseException:

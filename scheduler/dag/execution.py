@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import heapq
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
 from types import MappingProxyType
 
 from domain.vocabulary import (
@@ -30,9 +32,11 @@ from scheduler.dag.kinds import rules
 from scheduler.dag.plan import Plan, PlanTask, TaskKind
 from scheduler.dag.refs import references_in, substitute
 from scheduler.dag.retry import RetryPolicies, retry_delay
+from scheduler.dag.revision import merge_revision, plan_change
 from scheduler.dag.slots import SlotPool
 from scheduler.dag.state import Run, TaskState
-from scheduler.errors import TaskError
+from scheduler.dag.validation import DEFAULT_MAX_TASKS, validate_plan
+from scheduler.errors import AnotherRound, PlanInvalid, TaskError
 from storage.records import Approval, TaskRecord
 from storage.store import Store
 
@@ -68,6 +72,9 @@ class Execution:
         publish: Callable[[Event], None],
         drafts: Drafts | None = None,
         learn: Callable[[PlanTask, float], None] | None = None,
+        plan: Plan | None = None,
+        replans_left: int = 0,
+        max_tasks: int = DEFAULT_MAX_TASKS,
         approvals: ApprovalRules | None = None,
     ) -> None:
         self.store = store
@@ -85,15 +92,24 @@ class Execution:
         self.run_id = run.id
         self.order = (run.created_at, run.id)
         self.goal = run.goal
+        self.estimate = estimate
         self.states: dict[str, TaskState] = {t.id: t for t in tasks}
         self.results = MappingProxyType(self.states)
-        self.children: dict[str, list[str]] = {t.id: [] for t in tasks}
-        for task in tasks:
-            for dep in task.spec.deps:
-                self.children[dep].append(task.id)
-        self.priority = critical_path_priorities(
-            {t.id: t.spec.deps for t in tasks}, {t.id: estimate(t.spec) for t in tasks}
-        )
+        self.plan = plan or run.plan or Plan(title=run.goal, tasks=[t.spec for t in tasks])
+        self.max_tasks = max_tasks
+        self.replans_left = replans_left
+        """Rounds the final step may still ask for."""
+        self.replan: str | None = None
+        """Set when the final step asked for another round: its reason (the engine plans it)."""
+        self.revising = 0
+        """Revisions being worked out (see hold): the final step waits, and the run stays."""
+        self.paused = False
+        """Set while a revision is being written: no task starts meanwhile."""
+        self.held: list[str] = []
+        """Ready final steps waiting for the revisions in progress."""
+        self.children: dict[str, list[str]] = {}
+        self.priority: dict[str, float] = {}
+        self._link()
         # Tasks a crash interrupted, with the attempts they had. Such a task always runs again,
         # its retries going on from the attempts already spent; only one that keeps being in
         # flight when the process dies (CRASH_RESTARTS past its budget) is given up on.
@@ -104,8 +120,9 @@ class Execution:
         self.tickets = 0
         """Slots asked of the pool and not yet granted."""
         self.first_starts: dict[str, asyncio.Future[Event]] = {}
-        self.closed = False
-        """Set once the run is being left: a slot granted then is passed on."""
+        self.closed = True
+        """Set while the run is not running (before run(), between rounds, once left): a slot
+        granted then is passed on."""
         self.alive = 0
         self.idle = asyncio.Event()
         self.group: asyncio.TaskGroup | None = None
@@ -119,8 +136,24 @@ class Execution:
         """Set when a decision may have been recorded: the waiter reads them again."""
         self.waiter: asyncio.Task[None] | None = None
 
+    def _link(self) -> None:
+        """Dependants and critical-path priorities, from the tasks as they are now."""
+        tasks = list(self.states.values())
+        self.children = {t.id: [] for t in tasks}
+        for task in tasks:
+            for dep in task.spec.deps:
+                self.children[dep].append(task.id)
+        self.priority = critical_path_priorities(
+            {t.id: t.spec.deps for t in tasks}, {t.id: self.estimate(t.spec) for t in tasks}
+        )
+
     async def run(self) -> None:
-        """Run every task that can run; return once none is left running or ready."""
+        """Run every task that can run; return once none is left running or ready.
+
+        Called again after a revision of an idle run (a new round), it runs what that added.
+        """
+        self.closed = False
+        self.idle.clear()
         self.approvals.wakeups[self.run_id] = self.decided.set
         try:
             if any(
@@ -146,11 +179,27 @@ class Execution:
             if self.writes:
                 await asyncio.wait(set(self.writes))
 
-    def _settle_initial(self) -> list[asyncio.Future[Event]]:
-        """Rebuild readiness from stored states (fresh runs and resumed ones alike)."""
+    def _settle_initial(self, *, pending_only: bool = False) -> list[asyncio.Future[Event]]:
+        """Rebuild readiness from the states (fresh runs, resumed ones and revised ones alike).
+
+        `pending_only` while tasks run (a live revision): only pending tasks are worked out
+        again; tasks running, awaiting approval or approved and queued stay as they are.
+        """
         announced: list[asyncio.Future[Event]] = []
+        queued = [
+            task_id
+            for _, _, task_id in self.ready
+            if pending_only
+            and task_id in self.states
+            and self.states[task_id].status is not TaskStatus.PENDING
+        ]
+        self.waiting = {}
+        self.ready = []
+        self.held = []
+        for task_id in queued:
+            self._queue(task_id)
         for task in self.states.values():
-            if not task.status.finished:
+            if task.status is TaskStatus.PENDING or (not pending_only and not task.status.finished):
                 self.waiting[task.id] = sum(
                     1 for d in task.spec.deps if not self.states[d].status.finished
                 )
@@ -179,6 +228,10 @@ class Execution:
         if self._needs_approval(task_id):
             self._ask(task_id, announced)
             return
+        if self.revising and rules(self.states[task_id].kind).final_step:
+            # The revision being worked out may give it more to wait for.
+            self.held.append(task_id)
+            return
         self._queue(task_id)
 
     def _queue(self, task_id: str) -> None:
@@ -187,7 +240,7 @@ class Execution:
         )
 
     def _check_idle(self) -> None:
-        if self.alive == 0 and not self.ready and not self.awaiting:
+        if self.alive == 0 and not self.ready and not self.awaiting and not self.revising:
             self.idle.set()
 
     # -- approval ------------------------------------------------------------------------------
@@ -302,7 +355,7 @@ class Execution:
     def take_slot(self) -> bool:
         """Start the best ready task in a slot the pool just granted (see slots.Claimant)."""
         self.tickets -= 1
-        if self.closed or not self.ready or self.slots_used >= self.limit:
+        if self.closed or self.paused or not self.ready or self.slots_used >= self.limit:
             return False
         assert self.group is not None
         _, _, task_id = self.ready[0]
@@ -406,6 +459,7 @@ class Execution:
                 results=self.results,
                 record_usage=self.usage_sink(self.run_id, task_id),
                 emit_text=self.drafts.sink(self.run_id, task_id, state.attempts),
+                replans_left=self.replans_left if rules(state.kind).final_step else 0,
             )
             executor = self.executors.get(state.kind)
             failure: Exception
@@ -420,6 +474,20 @@ class Execution:
                 # Raised inside the executor, not by a cancellation of the run: left to
                 # propagate it would end the task silently and leave it running forever.
                 failure = TaskError("The executor was cancelled from inside, without a result.")
+            except AnotherRound as another:
+                if rules(state.kind).final_step and self.replans_left > 0:
+                    # Back to pending until the next round's tasks are done; the reason is
+                    # recorded with it, so a restart plans that round before anything else.
+                    self.replan = another.reason
+                    return self._transition(
+                        task_id,
+                        EventKind.RUN_REPLANNING,
+                        TaskStatus.PENDING,
+                        data={"reason": another.reason, "round": len(self.plan.rounds) + 2},
+                    )
+                failure = TaskError(
+                    "The final step asked for another round, but no more rounds are allowed."
+                )
             except Exception as error:
                 failure = error
             else:
@@ -459,6 +527,8 @@ class Execution:
 
     def _settle(self, task_id: str, announced: list[asyncio.Future[Event]]) -> None:
         """A task reached a final status: release, or skip, the tasks that wait on it."""
+        if not self.states[task_id].status.finished:
+            return  # a final step that asked for another round waits for it
         succeeded = self.states[task_id].status is TaskStatus.SUCCEEDED
         for child_id in self.children[task_id]:
             child = self.states[child_id]
@@ -547,6 +617,81 @@ class Execution:
                 error=after.error,
             )
         return write
+
+    # -- revisions ---------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def hold(self) -> AsyncIterator[None]:
+        """While a revision is worked out (the planner thinks): the run does not end and its
+        final step does not start, since the revision may give it more to wait for."""
+        self.revising += 1
+        try:
+            yield
+        finally:
+            self.revising -= 1
+            if not self.revising:
+                for task_id in self.held:
+                    self._queue(task_id)
+                self.held = []
+                self._fill()
+                self._check_idle()
+
+    async def revise(
+        self,
+        proposed: Plan,
+        *,
+        record: Callable[[Plan, dict[str, object]], Awaitable[Event]],
+        data: dict[str, object],
+        new_round: str | None = None,
+    ) -> Event:
+        """Replace the part of the plan that has not started by `proposed`, durably.
+
+        The one way a running plan changes (a new round, a steering message). The revision is
+        merged with the tasks as they stand at this moment (scheduler.dag.revision) and
+        validated like any plan (PlanInvalid otherwise); `record(plan, data)` writes it with its
+        event, before any task it adds or changes may start.
+        """
+        current = list(self.states.values())
+        merged = merge_revision(current, self.plan, proposed, new_round=new_round)
+        if isinstance(merged, list):
+            raise PlanInvalid(merged)
+        problems = validate_plan(merged, max_tasks=self.max_tasks)
+        if problems:
+            raise PlanInvalid(problems)
+        change = plan_change(current, merged)
+        data = {
+            **data,
+            "added": change.added,
+            "removed": change.removed,
+            "changed": change.changed,
+            "round": len(merged.rounds) + 1,
+        }
+        # Nothing starts until the revision is durable: a task start recorded before its row
+        # exists (or for a row about to go) would be lost.
+        self.paused = True
+        try:
+            event = await asyncio.shield(asyncio.ensure_future(record(merged, data)))
+        finally:
+            self.paused = False
+        previous = dict(self.states)
+        # Changed in place: executors at work read the run's tasks through `results`.
+        self.states.clear()
+        for position, spec in enumerate(merged.tasks):
+            before = previous.get(spec.id)
+            if before is None:
+                self.states[spec.id] = TaskState(run_id=self.run_id, spec=spec, position=position)
+            else:
+                self.states[spec.id] = dataclasses.replace(before, spec=spec, position=position)
+        self.plan = merged
+        self.replans_left = max(0, self.replans_left - (1 if new_round is not None else 0))
+        self._link()
+        self.publish(event)
+        announced = self._settle_initial(pending_only=True)
+        self._fill()
+        self._check_idle()
+        for write in announced:
+            await asyncio.shield(write)
+        return event
 
     def _committed(self, write: asyncio.Future[Event]) -> None:
         self.writes.discard(write)

@@ -35,6 +35,9 @@ class KindRules:
     """A plan holds exactly one task of this kind."""
     reruns_on_retry: bool = False
     """A manual retry runs it again even when it succeeded, as it sums up the others."""
+    final_step: bool = False
+    """Decides whether the results answer the goal or another round is needed (AnotherRound);
+    it waits while the plan is being revised, and runs again after each new round."""
 
 
 KINDS: Mapping[TaskKind, KindRules] = MappingProxyType(
@@ -47,6 +50,7 @@ KINDS: Mapping[TaskKind, KindRules] = MappingProxyType(
             joins_failures=True,
             exactly_one=True,
             reruns_on_retry=True,
+            final_step=True,
         ),
     }
 )

@@ -26,11 +26,29 @@ class PlanTask(BaseModel):
     deps: list[str] = Field(default_factory=list)
 
 
+class PlanRound(BaseModel):
+    """A planning round after the first: why it was needed and the tasks it added."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    reason: str
+    tasks: list[str] = Field(default_factory=list)
+
+
 class Plan(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     title: str
     tasks: list[PlanTask]
+    rounds: list[PlanRound] = Field(default_factory=list)
+    """Rounds after the first (replanning); tasks listed in none belong to round 1."""
+
+    def round_of(self, task_id: str) -> int:
+        """The round (1, 2, ...) that added a task."""
+        for number, planned in enumerate(self.rounds, start=2):
+            if task_id in planned.tasks:
+                return number
+        return 1
 
     def task(self, task_id: str) -> PlanTask:
         for task in self.tasks:

@@ -125,6 +125,30 @@ class LLM:
 
         The returned Completion is the whole answer, as `complete_text` would give it.
         """
+        return await self._stream(messages, usage=usage, on_text=on_text, response_format=None)
+
+    async def stream_structured(
+        self,
+        messages: Sequence[Message],
+        *,
+        name: str,
+        schema: dict[str, Any],
+        usage: UsageSink,
+        on_text: DraftSink,
+    ) -> Completion:
+        """`complete_structured`, streamed: `on_text` gets each piece of the JSON as it comes."""
+        return await self._stream(
+            messages, usage=usage, on_text=on_text, response_format=_json_schema(name, schema)
+        )
+
+    async def _stream(
+        self,
+        messages: Sequence[Message],
+        *,
+        usage: UsageSink,
+        on_text: DraftSink,
+        response_format: ResponseFormatJSONSchema | None,
+    ) -> Completion:
         self._check_key()
         content: list[str] = []
         refusal: list[str] = []
@@ -137,6 +161,7 @@ class LLM:
                 messages=[_wire(m) for m in messages],
                 stream=True,
                 stream_options={"include_usage": True},
+                response_format=response_format if response_format is not None else openai.omit,
             )
             async with stream:
                 async for chunk in stream:
@@ -176,11 +201,9 @@ class LLM:
         usage: UsageSink,
     ) -> Completion:
         """A completion constrained to `schema` (json_schema, strict); `content` is the JSON."""
-        response_format: ResponseFormatJSONSchema = {
-            "type": "json_schema",
-            "json_schema": {"name": name, "schema": schema, "strict": True},
-        }
-        return await self._complete(messages, usage=usage, response_format=response_format)
+        return await self._complete(
+            messages, usage=usage, response_format=_json_schema(name, schema)
+        )
 
     async def _complete(
         self,
@@ -322,6 +345,10 @@ def public_url(url: str) -> str:
 def _preview(answer: object, limit: int = 60) -> str:
     text = " ".join(str(answer).split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _json_schema(name: str, schema: dict[str, Any]) -> ResponseFormatJSONSchema:
+    return {"type": "json_schema", "json_schema": {"name": name, "schema": schema, "strict": True}}
 
 
 def _wire(message: Message) -> ChatCompletionMessageParam:

@@ -10,13 +10,18 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic_core import from_json
 
 from domain.vocabulary import TaskStatus
+from scheduler.dag.drafts import DraftSink
 from scheduler.dag.executors import TaskContext
 from scheduler.dag.graph import ancestors
 from scheduler.dag.refs import REFERENCE
 from scheduler.dag.state import TaskState
-from scheduler.errors import TaskError
+from scheduler.errors import AnotherRound, TaskError
 from scheduler.planning.llm import LLM, Completion
 from scheduler.planning.prompts import (
     StepFailure,
@@ -33,6 +38,97 @@ ERROR_BUDGET = 500
 """Characters of each failed task's error shown to the summary."""
 MIN_BUDGET = 200
 CUT_OFF_MARKER = "\n\n[... the answer was cut off at the model's output limit]"
+DECISION_SCHEMA_NAME = "dagbot_answer"
+
+
+def decision_schema(*, may_replan: bool) -> dict[str, Any]:
+    """The final step's strict JSON schema: answer, or (while rounds are left) ask for another.
+
+    `action` comes first so that the answer can be shown while it is written.
+    """
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["action", "answer", "reason"],
+        "properties": {
+            "action": {
+                "type": "string",
+                "enum": ["answer", "replan"] if may_replan else ["answer"],
+            },
+            "answer": {
+                "type": "string",
+                "description": 'The final answer in Markdown when action is "answer"; else empty.',
+            },
+            "reason": {
+                "type": "string",
+                "description": 'When action is "replan": what is missing and what the next steps '
+                "should find out; else empty.",
+            },
+        },
+    }
+
+
+class Decision(BaseModel):
+    """The final step's answer, read leniently (servers without strict mode may drop fields)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    action: Literal["answer", "replan"]
+    answer: str = ""
+    reason: str = ""
+
+
+class AnswerStream:
+    """Hands on the `answer` field of a streamed decision as it is written.
+
+    The JSON is parsed afresh as it grows (pydantic_core's partial mode gives the longest
+    complete prefix of an unfinished string), and only what the answer gained is passed on;
+    nothing goes out unless the action is "answer".
+    """
+
+    def __init__(self, emit: DraftSink) -> None:
+        self._emit = emit
+        self._raw = ""
+        self.sent = ""
+
+    def __call__(self, piece: str) -> None:
+        self._raw += piece
+        try:
+            partial = from_json(self._raw, allow_partial="trailing-strings")
+        except ValueError:
+            return
+        if not isinstance(partial, dict) or partial.get("action") != "answer":
+            return
+        answer = partial.get("answer")
+        if (
+            isinstance(answer, str)
+            and len(answer) > len(self.sent)
+            and answer.startswith(self.sent)
+        ):
+            self._emit(answer[len(self.sent) :])
+            self.sent = answer
+
+
+def decision_from(completion: Completion) -> Decision:
+    """The final step's decision from its completion (as text when the server ignored the
+    schema); a refusal or an empty answer is a TaskError."""
+    if completion.refusal:
+        raise TaskError(f"The model declined this step: {completion.refusal.strip()}")
+    content = (completion.content or "").strip()
+    if completion.tool_calls and not content:
+        raise TaskError(tool_call_message(completion.tool_calls))
+    try:
+        partial: Literal["trailing-strings", "off"] = (
+            "trailing-strings" if completion.truncated else "off"
+        )
+        raw = from_json(content, allow_partial=partial) if content else None
+        decision = Decision.model_validate(raw)
+    except (ValueError, ValidationError):
+        # Not the JSON asked for (a server without structured output): the text is the answer.
+        return Decision(action="answer", answer=content)
+    if completion.truncated and decision.action == "answer":
+        return Decision(action="answer", answer=decision.answer.strip() + CUT_OFF_MARKER)
+    return decision
 
 
 def answer_text(completion: Completion) -> str:
@@ -174,16 +270,31 @@ class SummaryExecutor(_LlmStep):
             )
             for tid in sources.failures
         ]
+        may_replan = context.replans_left > 0
         messages = summary_messages(
             goal=context.goal,
             note=task.prompt,
             results=fit_outputs(results, self._budget),
             failures=failures,
+            replans_left=context.replans_left,
         )
         # Streamed, so that front ends can show the answer while the model writes it; the empty
-        # draft first lets them get ready (find the thread, note their intent) meanwhile.
+        # draft first lets them get ready (find the thread, note their intent) meanwhile. The
+        # decision is part of the same call: no call is added when no round is.
         context.emit_text("")
-        completion = await self._llm.stream_text(
-            messages, usage=context.record_usage, on_text=context.emit_text
+        completion = await self._llm.stream_structured(
+            messages,
+            name=DECISION_SCHEMA_NAME,
+            schema=decision_schema(may_replan=may_replan),
+            usage=context.record_usage,
+            on_text=AnswerStream(context.emit_text),
         )
-        return answer_text(completion)
+        decision = decision_from(completion)
+        if decision.action == "replan" and may_replan:
+            raise AnotherRound(decision.reason.strip() or "The results do not answer the goal yet.")
+        # At the bound the schema allows only an answer; a server that ignores it still gets
+        # no further round: what it said is the answer.
+        text = (decision.answer or decision.reason).strip()
+        if not text:
+            raise TaskError("The model returned an empty answer.", retryable=True)
+        return text

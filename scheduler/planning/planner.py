@@ -16,14 +16,20 @@ from typing import Any, Protocol
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from scheduler.dag.catalogue import ToolSpec
-from scheduler.dag.executors import PlanRequest
+from scheduler.dag.executors import PlanRequest, Revision, RevisionCause
 from scheduler.dag.plan import Plan, TaskKind
+from scheduler.dag.revision import merge_revision, next_task_id
 from scheduler.dag.schemas import schema_problem
 from scheduler.dag.validation import DEFAULT_MAX_TASKS, validate_plan
 from scheduler.errors import PlanningFailed, TaskError
 from scheduler.planning.llm import LLM, Completion
 from scheduler.planning.messages import Message
-from scheduler.planning.prompts import planner_messages, repair_message, truncate
+from scheduler.planning.prompts import (
+    planner_messages,
+    repair_message,
+    revision_messages,
+    truncate,
+)
 from scheduler.planning.shortlist import Budget, shortlist, with_tools
 
 log = logging.getLogger(__name__)
@@ -127,8 +133,13 @@ def parse_answer(
     *,
     catalogue: Mapping[str, ToolSpec],
     max_tasks: int = DEFAULT_MAX_TASKS,
+    revision: Revision | None = None,
 ) -> Plan | list[str]:
-    """A valid Plan from the model's answer, or every problem that stops it being one."""
+    """A valid Plan from the model's answer, or every problem that stops it being one.
+
+    For a revision, the answer is the part of the plan still to run; it is returned as given
+    once the run's plan revised by it (scheduler.dag.revision) is valid.
+    """
     if completion.refusal:
         return [
             f"The model declined to plan ({completion.refusal.strip()}). If the goal cannot be "
@@ -160,7 +171,20 @@ def parse_answer(
         wire = WirePlan.model_validate(raw)
     except ValidationError as error:
         return field_problems(error, raw)
-    return plan_from_wire(wire, catalogue=catalogue, max_tasks=max_tasks)
+    if revision is None:
+        return plan_from_wire(wire, catalogue=catalogue, max_tasks=max_tasks)
+    proposed = unchecked_plan(wire)
+    if not isinstance(proposed, Plan):
+        return proposed
+    merged = merge_revision(
+        revision.tasks,
+        revision.plan,
+        proposed,
+        new_round=revision.text if revision.cause is RevisionCause.REPLAN else None,
+    )
+    if isinstance(merged, list):
+        return merged
+    return validate_plan(merged, catalogue=catalogue, max_tasks=max_tasks) or proposed
 
 
 def plan_from_wire(
@@ -170,6 +194,14 @@ def plan_from_wire(
     max_tasks: int = DEFAULT_MAX_TASKS,
 ) -> Plan | list[str]:
     """The canonical Plan for a wire plan, validated against the catalogue, or its problems."""
+    plan = unchecked_plan(wire)
+    if not isinstance(plan, Plan):
+        return plan
+    return validate_plan(plan, catalogue=catalogue, max_tasks=max_tasks) or plan
+
+
+def unchecked_plan(wire: WirePlan) -> Plan | list[str]:
+    """The canonical Plan for a wire plan, with its fields checked but not yet as a plan."""
     problems: list[str] = []
     tasks: list[dict[str, Any]] = []
     for task in wire.tasks:
@@ -191,10 +223,9 @@ def plan_from_wire(
         return problems
     candidate = {"title": wire.title, "tasks": tasks}
     try:
-        plan = Plan.model_validate(candidate)
+        return Plan.model_validate(candidate)
     except ValidationError as error:
         return field_problems(error, candidate)
-    return validate_plan(plan, catalogue=catalogue, max_tasks=max_tasks) or plan
 
 
 def _arguments(task: WireTask) -> tuple[dict[str, Any], str | None]:
@@ -304,13 +335,24 @@ class LLMPlanner:
                 request.run_id, len(offered.shown), len(catalogue),
             )  # fmt: skip
         schema = plan_schema(list(catalogue))
-        messages = planner_messages(
-            goal=request.goal,
-            history=request.history,
-            catalogue=offered.shown,
-            hidden=offered.hidden,
-            max_tasks=self._max_tasks,
-        )
+        revision = request.revision
+        if revision is None:
+            messages = planner_messages(
+                goal=request.goal,
+                history=request.history,
+                catalogue=offered.shown,
+                hidden=offered.hidden,
+                max_tasks=self._max_tasks,
+            )
+        else:
+            messages = revision_messages(
+                goal=request.goal,
+                catalogue=offered.shown,
+                hidden=offered.hidden,
+                max_tasks=self._max_tasks,
+                revision=revision,
+                next_id=next_task_id([task.id for task in revision.tasks]),
+            )
         attempts = self._max_repairs + 1
         problems: list[str] = []
         for attempt in range(1, attempts + 1):
@@ -324,7 +366,9 @@ class LLMPlanner:
                 raise PlanningFailed(
                     f"I could not plan this goal because the language model call failed: {error}"
                 ) from error
-            outcome = parse_answer(completion, catalogue=catalogue, max_tasks=self._max_tasks)
+            outcome = parse_answer(
+                completion, catalogue=catalogue, max_tasks=self._max_tasks, revision=revision
+            )
             if isinstance(outcome, Plan):
                 return outcome
             problems = outcome

@@ -90,7 +90,7 @@ def is_summary_request(request: ChatRequest) -> bool:
 
 
 def is_step_request(request: ChatRequest) -> bool:
-    return not request.is_structured and not is_summary_request(request)
+    return not request.is_structured
 
 
 def answering(
@@ -106,10 +106,10 @@ def answering(
     """
 
     async def respond(request: ChatRequest) -> Reply | str:
-        if request.is_structured:
+        if request.is_plan_request:
             return Reply.json(plan)
-        if is_summary_request(request):
-            return summary
+        if request.is_decision:
+            return Reply.answer(summary)
         if step_gate is not None:
             await step_gate.wait()
         return step

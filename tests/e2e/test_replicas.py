@@ -118,10 +118,10 @@ async def test_a_killed_replica_s_run_is_finished_by_the_other(
     killed = asyncio.Event()
 
     async def respond(request: ChatRequest) -> Reply | str:
-        if request.is_structured:
+        if request.is_plan_request:
             return Reply.json(WEATHER_PLAN)
         if is_summary_request(request):
-            return SUMMARY
+            return Reply.answer(SUMMARY)
         if len([r for r in openai.requests if is_step_request(r)]) == 1:
             await killed.wait()  # the first replica never gets this answer
         return STEP
@@ -178,10 +178,10 @@ async def test_a_replica_paused_past_its_lease_stops_and_posts_nothing(
     resumed_elsewhere = asyncio.Event()
 
     async def respond(request: ChatRequest) -> Reply | str:
-        if request.is_structured:
+        if request.is_plan_request:
             return Reply.json(WEATHER_PLAN)
         if is_summary_request(request):
-            return SUMMARY
+            return Reply.answer(SUMMARY)
         if len([r for r in openai.requests if is_step_request(r)]) == 1:
             await resumed_elsewhere.wait()  # answered only once the other replica finished
         return STEP
@@ -220,7 +220,9 @@ async def test_one_delivery_sent_to_both_replicas_at_once_makes_one_run(
     # On SQLite the same claim is tested with two stores on one file (tests/unit/test_store.py).
     database_url = postgres_url
     async with fake_slack_server() as slack, fake_openai_server() as openai:
-        openai.respond_with(lambda r: Reply.json(SUMMARY_ONLY) if r.is_structured else SUMMARY)
+        openai.respond_with(
+            lambda r: Reply.json(SUMMARY_ONLY) if r.is_plan_request else Reply.answer(SUMMARY)
+        )
         env = env_for(slack, openai, tmp_path, database_url)
         async with replicas(env, tmp_path) as (first, second):
             root = slack.add_message(CHANNEL, f"<@{slack.bot_user_id}> hello", user=ALICE)
@@ -241,7 +243,7 @@ async def test_one_delivery_sent_to_both_replicas_at_once_makes_one_run(
     assert len(await stored_runs(database_url)) == 1
     assert len([c for c in slack.calls_to("chat.postMessage") if "task_card" in c.block_types]) == 1
     assert summaries(slack, root.ts) == 1
-    assert len([r for r in openai.requests if r.is_structured]) == 1
+    assert len([r for r in openai.requests if r.is_plan_request]) == 1
 
 
 @pytest.mark.skip(
@@ -257,7 +259,9 @@ async def test_two_hundred_runs_over_two_replicas_each_finish_once(
         fake_slack_server() as slack,
         fake_openai_server() as openai,
     ):
-        openai.respond_with(lambda r: Reply.json(SUMMARY_ONLY) if r.is_structured else SUMMARY)
+        openai.respond_with(
+            lambda r: Reply.json(SUMMARY_ONLY) if r.is_plan_request else Reply.answer(SUMMARY)
+        )
         # No takeover here: a longer lease keeps a replica starved by the load of this test
         # from losing runs it is still working on.
         env = {**env_for(slack, openai, tmp_path, database_url), "DAGBOT_LEASE_SECONDS": "5"}
@@ -357,10 +361,10 @@ async def test_a_bot_never_takes_a_terminal_run_which_the_terminal_takes_back(
     killed = asyncio.Event()
 
     async def respond(request: ChatRequest) -> Reply | str:
-        if request.is_structured:
+        if request.is_plan_request:
             return Reply.json(WEATHER_PLAN)
         if is_summary_request(request):
-            return SUMMARY
+            return Reply.answer(SUMMARY)
         if len([r for r in openai.requests if is_step_request(r)]) == 1:
             await killed.wait()  # the first terminal never gets this answer
         return STEP
@@ -404,7 +408,7 @@ async def test_a_live_run_cannot_be_taken_back_from_its_process(tmp_path: Path) 
         held = asyncio.Event()
 
         async def respond(request: ChatRequest) -> Reply | str:
-            if request.is_structured:
+            if request.is_plan_request:
                 return Reply.json(WEATHER_PLAN)
             await held.wait()
             return STEP

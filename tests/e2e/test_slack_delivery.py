@@ -86,7 +86,7 @@ async def test_a_redelivered_event_starts_one_run(bot: SlackBot) -> None:
     await bot.wait_idle()
     [run] = await bot.store.recent_runs()
     assert run.status is RunStatus.SUCCEEDED
-    assert len(bot.openai.structured_requests) == 1
+    assert len(bot.openai.plan_requests) == 1
     assert len(bot.messages_containing(CHANNEL, first.ts, "Paris has rain")) == 1
 
 

@@ -17,7 +17,6 @@ from tests.e2e.slack_harness import (
     SUMMARY,
     SlackBot,
     answering,
-    is_summary_request,
     slack_bot_running,
     wire_plan,
     wire_task,
@@ -47,7 +46,7 @@ async def test_a_mention_is_planned_run_and_summarised_in_its_thread(bot: SlackB
     assert run.meta["source"] == "mention"
 
     # The planner saw the goal (without the bot's mention) and the MCP server's tools.
-    [planning] = bot.openai.structured_requests
+    [planning] = bot.openai.plan_requests
     assert "compare the weather in Tokyo and Paris" in planning.transcript
     assert f"<@{bot.slack.bot_user_id}>" not in planning.transcript
     assert "test.echo" in planning.transcript
@@ -69,10 +68,10 @@ async def test_a_mention_is_planned_run_and_summarised_in_its_thread(bot: SlackB
         summary_ts
     ]
     # Tool outputs flowed into the llm step, whose output flowed into the summary.
-    [step] = [r for r in bot.openai.text_requests if not is_summary_request(r)]
+    [step] = bot.openai.text_requests
     assert "Tokyo: sunny, 24C" in step.transcript
     assert "Paris: rain, 14C" in step.transcript
-    [summary] = [r for r in bot.openai.text_requests if is_summary_request(r)]
+    [summary] = [r for r in bot.openai.requests if r.is_decision]
     assert STEP in summary.transcript
     assert bot.slack.calls_to("conversations.replies") == []
 
@@ -150,7 +149,7 @@ async def test_a_follow_up_in_the_thread_plans_with_the_earlier_goal_and_summary
     assert follow_up.id != earlier.id
     assert follow_up.parent_run_id == earlier.id
     assert follow_up.status is RunStatus.SUCCEEDED
-    planning = bot.openai.structured_requests[-1]
+    planning = bot.openai.plan_requests[-1]
     assert "now do the same for Berlin" in planning.transcript
     assert "compare the weather in Tokyo and Paris" in planning.transcript
     assert SUMMARY in planning.transcript

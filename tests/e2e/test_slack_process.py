@@ -147,10 +147,10 @@ async def test_a_run_resumes_after_a_crash_and_keeps_its_plan_message(tmp_path: 
     crashed = asyncio.Event()
 
     async def respond(request: ChatRequest) -> Reply | str:
-        if request.is_structured:
+        if request.is_plan_request:
             return Reply.json(WEATHER_PLAN)
         if is_summary_request(request):
-            return SUMMARY
+            return Reply.answer(SUMMARY)
         if len([r for r in openai.requests if is_step_request(r)]) == 1:
             await crashed.wait()  # the first process never gets this answer
         return STEP

@@ -34,13 +34,13 @@ async def test_a_stream_left_open_by_a_crash_is_closed_with_the_final_text(
     first_attempt = Pacer()  # lets out the first words, then holds the rest for ever
 
     async def respond(request: ChatRequest) -> Reply | str:
-        if request.is_structured:
+        if request.is_plan_request:
             return Reply.json(WEATHER_PLAN)
         if is_summary_request(request):
             if first_attempt.released == 0:
                 first_attempt.release()
-                return Reply.paced([FIRST_WORDS, SUMMARY[len(FIRST_WORDS) :]], first_attempt)
-            return SUMMARY
+                return Reply.paced_answer([FIRST_WORDS, SUMMARY[len(FIRST_WORDS) :]], first_attempt)
+            return Reply.answer(SUMMARY)
         return STEP
 
     async with fake_slack_server() as slack, fake_openai_server() as openai:

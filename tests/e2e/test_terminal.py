@@ -124,9 +124,9 @@ class Terminal:
         queue = list(plans)
 
         def respond(request: ChatRequest) -> Reply:
-            if request.is_structured:
+            if request.is_plan_request:
                 return Reply.json(queue.pop(0) if len(queue) > 1 else queue[0])
-            return Reply.text(summary)
+            return Reply.answer(summary)
 
         self.fake.respond_with(respond)
 
@@ -205,7 +205,7 @@ async def test_a_goal_is_planned_run_concurrently_and_summarised(terminal: Termi
         assert re.search(rf"▶ {task_id} .* started", out), out
         assert re.search(rf"✓ {task_id} .* succeeded", out), out
     # A barrier of two passes only while both calls are in progress: they overlapped.
-    summary_request = terminal.fake.text_requests[-1]
+    summary_request = [r for r in terminal.fake.requests if r.is_decision][-1]
     assert summary_request.transcript.count("passed with 2 calls in progress together") == 2
     assert '"timezone": "Asia/Tokyo"' in summary_request.transcript
     # The summary is printed, and the run is recorded as succeeded.
@@ -240,31 +240,32 @@ async def test_a_goal_is_planned_run_concurrently_and_summarised(terminal: Termi
 
 async def test_an_invalid_plan_is_repaired(terminal: Terminal) -> None:
     terminal.answer(
-        wire(tool_task("t1", "test.nope", text="x"), summary_task("t2", "t1")),
+        # Strict output keeps tool names to the catalogue; arguments are only checked after.
+        wire(tool_task("t1", "test.echo", words="x"), summary_task("t2", "t1")),
         wire(tool_task("t1", "test.echo", text="repaired"), summary_task("t2", "t1")),
     )
 
     code, bot = await terminal.run("run", "Echo something")
 
     assert code == 0, bot.stdout + bot.stderr
-    planner_requests = terminal.fake.structured_requests
+    planner_requests = terminal.fake.plan_requests
     assert len(planner_requests) == 2
-    assert "unknown tool 'test.nope'" in planner_requests[1].transcript
+    assert "arguments for test.echo do not fit its schema" in planner_requests[1].transcript
     assert re.search(r"✓ t1 .* succeeded in .*: repaired", bot.stdout), bot.stdout
     assert f"Summary:\n{SUMMARY_TEXT}" in bot.stdout
 
 
 async def test_an_unrepairable_plan_is_reported(terminal: Terminal) -> None:
-    terminal.answer(wire(tool_task("t1", "test.nope"), summary_task("t2", "t1")))
+    terminal.answer(wire(tool_task("t1", "test.echo", words="x"), summary_task("t2", "t1")))
 
-    code, bot = await terminal.run("run", "Use a tool that does not exist")
+    code, bot = await terminal.run("run", "Echo with the wrong arguments")
 
     assert code == 1
-    assert len(terminal.fake.structured_requests) == 3
+    assert len(terminal.fake.plan_requests) == 3
     assert f"Run {bot.run_id} failed:" in bot.stdout
     assert "I could not make a valid plan for this goal (3 attempts)" in bot.stdout
-    assert "- Task 't1' calls unknown tool 'test.nope'" in bot.stdout
-    assert not terminal.fake.text_requests
+    assert "- Task 't1': arguments for test.echo do not fit its schema" in bot.stdout
+    assert not [r for r in terminal.fake.requests if not r.is_plan_request]
     assert (await stored_status(terminal, bot.run_id))[0] is RunStatus.FAILED
 
 
@@ -284,7 +285,7 @@ async def test_a_tool_error_fails_its_task_and_the_summary_says_so(terminal: Ter
     assert re.search(r"✗ t1 .* failed: test\.fail failed: .*the disk is full", bot.stdout)
     assert re.search(r"✓ t2 .* succeeded", bot.stdout)
     assert "Summary:\nPartly done: t1 failed." in bot.stdout
-    assert "the disk is full" in terminal.fake.text_requests[-1].transcript
+    assert "the disk is full" in [r for r in terminal.fake.requests if r.is_decision][-1].transcript
     assert await stored_status(terminal, bot.run_id) == (
         RunStatus.FAILED,
         {"t1": TaskStatus.FAILED, "t2": TaskStatus.SUCCEEDED, "t3": TaskStatus.SUCCEEDED},
@@ -323,7 +324,7 @@ async def test_dead_servers_are_reported_and_the_run_goes_on(terminal: Terminal)
     assert len(dead) == 1, bot.stderr
     assert "failed to start" in dead[0]
     assert "DEAD_SERVER_TOKEN is not set" in dead[0]
-    offered = json.dumps(terminal.fake.structured_requests[0].body["response_format"])
+    offered = json.dumps(terminal.fake.plan_requests[0].body["response_format"])
     assert "test.echo" in offered
     assert "dead." not in offered
     # The server that died mid-run: reconnected for each retry, and the task fails clearly.

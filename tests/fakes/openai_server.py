@@ -28,6 +28,14 @@ content, e.g. `lambda r: plan if r.is_structured else "done"`). With neither, th
 request in `server.unscripted` so a test can assert that nothing unexpected was asked. A responder
 that raises gets the same 500 answer, and its exception lands in `server.responder_errors`.
 
+Strict structured output is enforced as OpenAI does: a `json_schema` response format with
+`strict: true` whose schema breaks OpenAI's rules for strict mode (every object closed with
+`additionalProperties: false` and listing every property in `required`, an object at the root,
+a valid name) is refused with OpenAI's 400, and a scripted answer to such a request must fit the
+schema (OpenAI's output always does, short of a refusal or a cut-off answer): one that does not
+is the test's bug and is answered 500, with the problem in `responder_errors`. A test that plays
+a server without structured output scripts `Reply(..., off_schema=True)`.
+
 A streamed reply can be paced by the test: `Reply.paced(["Hel", "lo"], pacer)` sends each piece
 only once `pacer.release()` lets it go, and `pacer.sent_at[i]` records (`time.perf_counter()`)
 when piece i was written, so a test can measure what happened after the model's first token
@@ -44,6 +52,7 @@ import asyncio
 import inspect
 import itertools
 import json
+import re
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -53,6 +62,7 @@ from typing import Any
 
 import pytest_asyncio
 from aiohttp import web
+from jsonschema import Draft202012Validator
 
 from tests.fakes.serve import serve_locally
 
@@ -82,6 +92,26 @@ class ChatRequest:
         """True when the request asks for `response_format` of type json_schema."""
         response_format = self.body.get("response_format")
         return isinstance(response_format, dict) and response_format.get("type") == "json_schema"
+
+    @property
+    def schema_name(self) -> str | None:
+        """The name of the requested json_schema response format, if any."""
+        response_format = self.body.get("response_format")
+        if not isinstance(response_format, dict) or response_format.get("type") != "json_schema":
+            return None
+        spec = response_format.get("json_schema")
+        name = spec.get("name") if isinstance(spec, dict) else None
+        return name if isinstance(name, str) else None
+
+    @property
+    def is_plan_request(self) -> bool:
+        """A planner request (its strict schema is dagbot's plan format)."""
+        return self.schema_name == "dagbot_plan"
+
+    @property
+    def is_decision(self) -> bool:
+        """A final step's request: answer, or ask for another round (strict JSON)."""
+        return self.schema_name == "dagbot_answer"
 
     @property
     def is_stream(self) -> bool:
@@ -135,6 +165,8 @@ class Reply:
     """(function name, arguments JSON) of each tool call the model makes."""
     page: str | None = None
     """A 200 answer that is a web page, not JSON: what a proxy or a wrong base URL sends."""
+    off_schema: bool = False
+    """The answer need not fit the request's strict schema: a server without structured output."""
 
     @classmethod
     def text(cls, content: str, **kwargs: Any) -> Reply:
@@ -149,6 +181,25 @@ class Reply:
     def json(cls, value: Any, **kwargs: Any) -> Reply:
         """A completion whose content is `value` encoded as JSON (a structured-output answer)."""
         return cls(content=json.dumps(value), **kwargs)
+
+    @classmethod
+    def answer(cls, text: str, **kwargs: Any) -> Reply:
+        """The final step's decision to answer with `text` (its strict JSON format)."""
+        return cls.json({"action": "answer", "answer": text, "reason": ""}, **kwargs)
+
+    @classmethod
+    def replan(cls, reason: str, **kwargs: Any) -> Reply:
+        """The final step's decision that another round of steps is needed, and why."""
+        return cls.json({"action": "replan", "answer": "", "reason": reason}, **kwargs)
+
+    @classmethod
+    def paced_answer(cls, pieces: list[str], pacer: Pacer | None = None, **kwargs: Any) -> Reply:
+        """`answer` streamed so that the answer text arrives in exactly these pieces (the JSON
+        around it rides on the first and last), each sent when `pacer` allows."""
+        encoded = [json.dumps(piece)[1:-1] for piece in pieces]
+        encoded[0] = '{"action": "answer", "answer": "' + encoded[0]
+        encoded[-1] += '", "reason": ""}'
+        return cls(content="".join(encoded), pieces=tuple(encoded), pacer=pacer, **kwargs)
 
     @classmethod
     def tool_call(cls, name: str, arguments: Any = None) -> Reply:
@@ -264,6 +315,10 @@ class FakeOpenAI:
         return [r for r in self.requests if r.is_structured]
 
     @property
+    def plan_requests(self) -> list[ChatRequest]:
+        return [r for r in self.requests if r.is_plan_request]
+
+    @property
     def text_requests(self) -> list[ChatRequest]:
         return [r for r in self.requests if not r.is_structured]
 
@@ -285,7 +340,14 @@ class FakeOpenAI:
             self.requests.append(request)
             self._arrived.notify_all()
 
+        schema_error = strict_schema_error(request.body.get("response_format"))
+        if schema_error is not None:
+            return _error_response(Reply.http_error(400, schema_error), param="response_format")
         reply = await self._reply_for(request)
+        misfit = answer_misfit(request, reply)
+        if misfit is not None:
+            self.responder_errors.append(AssertionError(misfit))
+            reply = Reply.http_error(500, f"fake OpenAI server: {misfit}", should_retry=False)
         if reply.status != 200:
             return _error_response(reply)
         if reply.page is not None:
@@ -425,7 +487,105 @@ def _pieces(text: str) -> list[str]:
     return pieces
 
 
-def _error_response(reply: Reply) -> web.Response:
+_SCHEMA_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+
+
+def strict_schema_error(response_format: Any) -> str | None:
+    """OpenAI's 400 message for a strict json_schema response format it refuses, else None."""
+    if not isinstance(response_format, dict) or response_format.get("type") != "json_schema":
+        return None
+    spec = response_format.get("json_schema")
+    if not isinstance(spec, dict):
+        return "Missing required parameter: 'response_format.json_schema'."
+    name = spec.get("name")
+    if not isinstance(name, str) or not _SCHEMA_NAME.match(name):
+        return (
+            "Invalid 'response_format.json_schema.name': string does not match pattern. "
+            "Expected a string that matches the pattern '^[a-zA-Z0-9_-]+$'."
+        )
+    schema = spec.get("schema")
+    if not spec.get("strict") or not isinstance(schema, dict):
+        return None
+    if schema.get("type") != "object":
+        return (
+            f"Invalid schema for response_format '{name}': schema must be a JSON Schema of "
+            "'type: \"object\"', got 'type: \"" + str(schema.get("type")) + "\"'."
+        )
+    problem = _strict_problem(schema, ())
+    return f"Invalid schema for response_format '{name}': {problem}" if problem else None
+
+
+def _strict_problem(schema: Any, where: tuple[str, ...]) -> str | None:
+    if not isinstance(schema, dict):
+        return None
+    context = f"In context={where!r}, "
+    types = schema.get("type")
+    is_object = types == "object" or (isinstance(types, list) and "object" in types)
+    if is_object or "properties" in schema:
+        if schema.get("additionalProperties") is not False:
+            return context + "'additionalProperties' is required to be supplied and to be false."
+        properties = schema.get("properties", {})
+        required = schema.get("required")
+        missing = [
+            key for key in properties if not isinstance(required, list) or key not in required
+        ]
+        if missing:
+            return (
+                context + "'required' is required to be supplied and to be an array including "
+                f"every key in properties. Missing '{missing[0]}'."
+            )
+        extra = [key for key in required or [] if key not in properties]
+        if extra:
+            return context + f"'required' names '{extra[0]}', which is not in properties."
+        for key, sub in properties.items():
+            found = _strict_problem(sub, (*where, "properties", key))
+            if found:
+                return found
+    if "items" in schema:
+        found = _strict_problem(schema["items"], (*where, "items"))
+        if found:
+            return found
+    for keyword in ("anyOf",):
+        for index, sub in enumerate(schema.get(keyword, [])):
+            found = _strict_problem(sub, (*where, keyword, str(index)))
+            if found:
+                return found
+    for name, sub in schema.get("$defs", {}).items():
+        found = _strict_problem(sub, (*where, "$defs", name))
+        if found:
+            return found
+    return None
+
+
+def answer_misfit(request: ChatRequest, reply: Reply) -> str | None:
+    """Why a scripted answer to a strict request is one OpenAI would never send, or None."""
+    response_format = request.body.get("response_format")
+    if (
+        reply.off_schema
+        or reply.status != 200
+        or reply.page is not None
+        or reply.refusal is not None
+        or reply.finish_reason != "stop"
+        or reply.tool_calls
+        or not isinstance(response_format, dict)
+        or response_format.get("type") != "json_schema"
+    ):
+        return None
+    spec = response_format.get("json_schema") or {}
+    if not spec.get("strict"):
+        return None
+    try:
+        value = json.loads(reply.content or "")
+    except json.JSONDecodeError:
+        return "the scripted answer to a strict json_schema request is not JSON"
+    errors = sorted(Draft202012Validator(spec.get("schema", {})).iter_errors(value), key=str)
+    if errors:
+        where = "/".join(str(part) for part in errors[0].absolute_path) or "(root)"
+        return f"the scripted answer does not fit the strict schema at {where}: {errors[0].message}"
+    return None
+
+
+def _error_response(reply: Reply, *, param: str | None = None) -> web.Response:
     kind = {
         400: "invalid_request_error",
         401: "invalid_request_error",
@@ -433,7 +593,7 @@ def _error_response(reply: Reply) -> web.Response:
         404: "not_found_error",
         429: "rate_limit_error",
     }.get(reply.status, "server_error")
-    body = {"error": {"message": reply.error_message, "type": kind, "param": None, "code": None}}
+    body = {"error": {"message": reply.error_message, "type": kind, "param": param, "code": None}}
     return web.json_response(body, status=reply.status, headers=reply.headers)
 
 

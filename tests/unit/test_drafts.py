@@ -74,7 +74,7 @@ async def test_the_engine_publishes_summary_drafts_before_the_summary_succeeds(
     fake_openai: FakeOpenAI, llm: LLM, tmp_path: Path
 ) -> None:
     pacer = Pacer()
-    fake_openai.script(Reply.paced(["The ", "answer", "."], pacer))
+    fake_openai.script(Reply.paced_answer(["The ", "answer", "."], pacer))
     store = await SqliteStore.open(str(tmp_path / "drafts.sqlite3"))
     engine = Engine(store, {TaskKind.TOOL: echo, TaskKind.SUMMARY: SummaryExecutor(llm)})
     seen: list[Draft] = []

@@ -13,7 +13,8 @@ from scheduler.dag.executors import Executor, PlanRequest, TaskContext
 from scheduler.dag.plan import Plan, PlanTask, TaskKind
 from scheduler.dag.retry import PLANNING, RetryPolicies, RetryPolicy
 from scheduler.dag.slots import SlotPolicy
-from scheduler.errors import PlanningFailed, RunNotFound, TaskError
+from scheduler.errors import AnotherRound, PlanningFailed, RunNotFound, TaskError
+from storage.leases import Owner
 from storage.records import EventKind, NewRun, RunStatus, TaskStatus, Transition
 from storage.sqlite import SqliteStore
 from tests.support.executors import Echo, Gate, statuses
@@ -1141,3 +1142,96 @@ async def test_default_priorities_use_durations_learned_from_history(
     assert echo.order == ["slow", "unknown", "fast", "sum"]
     assert engine.durations.mean("x.slow") is not None
     assert engine.durations.mean("x.unknown") is not None  # learned from this run too
+
+
+async def test_a_steering_message_recorded_by_another_process_reaches_the_runs_owner(
+    db_path: Path,
+) -> None:
+    """Any replica may receive the mention; only the owner changes the run, on its next round."""
+    gate = Gate()
+
+    async def planner(request: PlanRequest) -> Plan:
+        if request.revision is None:
+            return plan(tool("a"), tool("b", "a"), summary("s", "b"))
+        assert request.revision.text == "add c"
+        statuses = {t.id: t.status for t in request.revision.tasks}
+        assert statuses["a"] is TaskStatus.RUNNING
+        return plan(tool("b", "a"), tool("c"), summary("s", "b", "c"))
+
+    owner = await SqliteStore.open(str(db_path), owner=Owner(lease_seconds=0.3))
+    other = await SqliteStore.open(str(db_path), owner=Owner(lease_seconds=0.3))
+    engine = Engine(owner, dict.fromkeys(TaskKind, gate), planner=planner)
+    elsewhere = Engine(other, dict.fromkeys(TaskKind, gate))
+    try:
+        with engine.bus.subscribe() as events:
+            run = await engine.submit("goal")
+            await gate.started["a"].wait()
+            # Recorded by a process that does not own the run (nor drive it)...
+            assert await elsewhere.steer(run.id, "add c", requester="U2", delivery_id="ev-9")
+            assert await elsewhere.steer(run.id, "add c", delivery_id="ev-9") is None
+            assert not elsewhere.is_active(run.id)
+            # ...and applied by the owner, which finds it on a lease round.
+            async for event in events:
+                if event.kind is EventKind.RUN_REVISED:
+                    break
+        assert event.data is not None
+        assert event.data["added"] == ["c"]
+        for task_id in ("a", "b", "c", "s"):
+            gate.release(task_id)
+        view = await engine.wait(run.id)
+        assert view.run.status is RunStatus.SUCCEEDED
+        assert [t.id for t in view.tasks] == ["a", "b", "c", "s"]
+        assert await owner.open_steering(run.id) == []
+        # A run that has ended takes no more steering: the caller starts a follow-up.
+        assert await elsewhere.steer(run.id, "too late") is False
+    finally:
+        await engine.close()
+        await elsewhere.close()
+        await owner.close()
+        await other.close()
+
+
+async def test_a_round_asked_for_before_a_restart_is_planned_after_it(db_path: Path) -> None:
+    """Rounds are durable: the final step's request survives a restart, earlier work is kept."""
+    planning = asyncio.Event()
+    hold = asyncio.Event()
+    ran: list[str] = []
+
+    async def work(context: TaskContext) -> str:
+        ran.append(context.task.id)
+        if context.task.kind is TaskKind.SUMMARY:
+            if "c" not in context.results:
+                raise AnotherRound("c is missing")
+            return f"answer from {context.results['c'].output}"
+        return f"{context.task.id} out"
+
+    async def planner(request: PlanRequest) -> Plan:
+        if request.revision is None:
+            return plan(tool("a"), summary("s", "a"))
+        planning.set()
+        await hold.wait()
+        assert request.revision.text == "c is missing"
+        return plan(tool("c", "a", text="{{a}}"), summary("s", "c"))
+
+    first = await SqliteStore.open(str(db_path))
+    engine = Engine(first, dict.fromkeys(TaskKind, work), planner=planner)
+    run = await engine.submit("goal")
+    await planning.wait()  # the round is being planned when the process stops
+    await engine.close()
+    await first.close()
+    assert ran == ["a", "s"]
+
+    hold.set()
+    second = await SqliteStore.open(str(db_path))
+    engine = Engine(second, dict.fromkeys(TaskKind, work), planner=planner)
+    try:
+        assert await engine.resume_all() == [run.id]
+        view = await engine.wait(run.id)
+    finally:
+        await engine.close()
+        await second.close()
+    assert view.run.status is RunStatus.SUCCEEDED
+    assert ran == ["a", "s", "c", "s"]  # a ran once, before the restart
+    assert view.task("s").output == "answer from c out"
+    assert view.run.plan is not None
+    assert [(r.reason, r.tasks) for r in view.run.plan.rounds] == [("c is missing", ["c"])]

@@ -38,7 +38,7 @@ from scheduler.dag.engine import Engine
 from scheduler.dag.executors import PlanRequest, TaskContext
 from scheduler.dag.plan import Plan, PlanTask, TaskKind
 from scheduler.dag.state import Run
-from storage.records import RunStatus
+from storage.records import EventKind, RunStatus
 from storage.sqlite import SqliteStore
 from tests.fakes.slack_api import FakeSlack, fake_slack_server
 from tests.fakes.slack_requests import SlackSender
@@ -462,14 +462,43 @@ async def test_a_mention_starts_one_run_and_a_redelivery_none(
 
 
 async def test_a_mention_in_a_thread_with_a_run_is_a_follow_up(
-    intake: Intake, store: SqliteStore
+    intake: Intake, store: SqliteStore, gate: _Gate
 ) -> None:
     await intake.mention(_mention("<@UBOT> first"), BOT)
+    gate.release.set()
+    await intake.engine.run_until_idle()  # ended: a mention while it runs would steer it
     await intake.mention(_mention("<@UBOT> second", event_id="Ev2", thread_ts="100.000001"), BOT)
     second, first = await store.recent_runs()
     assert second.goal == "second"
     assert second.parent_run_id == first.id
     assert second.thread_key == first.thread_key
+
+
+async def test_a_mention_while_the_final_step_runs_follows_up_once_the_run_ends(
+    intake: Intake, store: SqliteStore, gate: _Gate
+) -> None:
+    with intake.engine.bus.subscribe() as events:
+        await intake.mention(_mention("<@UBOT> first"), BOT)
+        async for event in events:
+            if event.kind is EventKind.TASK_STARTED:
+                break  # the summary, the plan's only task, is being written
+    [first] = await store.recent_runs()
+    later = _mention("<@UBOT> and Berlin?", event_id="Ev2", thread_ts="100.000001")
+    await intake.mention(later, BOT)
+    await intake.mention(later, BOT)  # Slack's redelivery changes nothing
+    # Recorded for the run's owner, not started: the answer being written is not revised.
+    assert [r.id for r in await store.recent_runs()] == [first.id]
+    [waiting] = await store.open_steering(first.id)
+    assert waiting.message == "and Berlin?"
+    gate.release.set()
+    await intake.engine.run_until_idle()
+    follow_up, ended = await store.recent_runs()
+    assert ended.id == first.id
+    assert ended.status is RunStatus.SUCCEEDED
+    assert follow_up.goal == "and Berlin?"
+    assert follow_up.parent_run_id == first.id
+    assert follow_up.meta["thread_ts"] == "100.000001"
+    assert await store.open_steering(first.id) == []
 
 
 async def test_an_empty_mention_is_answered_in_its_thread(

@@ -382,7 +382,7 @@ async def test_llm_step_keeps_a_cut_off_answer_and_says_so(
 
 
 async def test_summary_names_failed_and_skipped_tasks(fake_openai: FakeOpenAI, llm: LLM) -> None:
-    fake_openai.script(Reply.text("Partial: Paris is rainy; Tokyo is unknown."))
+    fake_openai.script(Reply.answer("Partial: Paris is rainy; Tokyo is unknown."))
     usage = UsageLog()
     states = [
         state("t1", 0, FAILED, title="Tokyo weather", error="HTTP 503 from weather server"),
@@ -415,7 +415,7 @@ async def test_summary_names_failed_and_skipped_tasks(fake_openai: FakeOpenAI, l
 async def test_summary_of_a_plan_without_steps_answers_directly(
     fake_openai: FakeOpenAI, llm: LLM
 ) -> None:
-    fake_openai.script("Rain on the roof")
+    fake_openai.script(Reply.answer("Rain on the roof"))
     states = [state("s", 0, TaskStatus.RUNNING, kind="summary", prompt="A haiku, please.")]
 
     output = await SummaryExecutor(llm)(context_for("s", states, UsageLog()))
@@ -430,7 +430,7 @@ async def test_summary_of_a_plan_without_steps_answers_directly(
 async def test_summary_truncates_each_result_to_the_budget(
     fake_openai: FakeOpenAI, llm: LLM
 ) -> None:
-    fake_openai.script("ok")
+    fake_openai.script(Reply.answer("ok"))
     states = [
         state("a", 0, OK, output="A" * 10_000),
         state("b", 1, OK, output="B" * 10_000),
