@@ -146,6 +146,13 @@ def denial_output(error: str) -> dict[str, Any] | None:
     return {"type": "rich_text", "elements": [section]}
 
 
+def denial_mrkdwn(error: str) -> str | None:
+    """A denial as mrkdwn with the person as a live name (classic plans); None for any other
+    error, which is escaped as usual."""
+    match = _DENIAL.match(error)
+    return f"Denied by <@{match.group(1)}>." if match is not None else None
+
+
 def awaiting_output(task: TaskState, limit: int) -> dict[str, Any]:
     """The card output of a task awaiting approval: the call it will make, on one line."""
     call = f"{task.spec.tool or task.id} {json.dumps(task.spec.args, ensure_ascii=False)}"

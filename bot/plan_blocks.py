@@ -29,7 +29,7 @@ from slack_sdk.models.blocks import (
     TaskCardBlock,
 )
 
-from bot.approval_blocks import approval_blocks, awaiting_output, denial_output
+from bot.approval_blocks import approval_blocks, awaiting_output, denial_mrkdwn, denial_output
 from bot.block_kit import (
     MAX_BLOCKS,
     MAX_BLOCKS_TEXT,
@@ -439,7 +439,8 @@ def classic_task_line(
     if task.status is TaskStatus.SUCCEEDED and output and detail.output:
         line += f"\n>{truncate_mrkdwn(one_line(output), detail.output)}"
     elif task.status in ERROR_LABEL and task.error and task.error.strip():
-        line += f"\n>{truncate_mrkdwn(one_line(task.error), detail.error)}"
+        error = denial_mrkdwn(task.error) or truncate_mrkdwn(one_line(task.error), detail.error)
+        line += f"\n>{error}"
     return line
 
 

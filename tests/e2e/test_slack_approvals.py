@@ -12,6 +12,8 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import pytest
+
 from bot.payloads import APPROVE_ACTION, DENY_ACTION
 from storage.records import RunStatus, TaskRecord, TaskStatus
 from tests.e2e.slack_harness import (
@@ -29,6 +31,7 @@ from tests.fakes.mcp_test_server import stdio_entry
 from tests.fakes.openai_server import fake_openai_server
 from tests.fakes.slack_api import SlackCall, fake_slack_server
 from tests.fakes.slack_requests import Delivery, response_urls
+from tests.support.postgres import fresh_database
 
 CAROL = "U0CAROL"
 """An approver (DAGBOT_APPROVERS) who did not start the run."""
@@ -45,6 +48,12 @@ PUBLISH_PLAN = wire_plan(
     wire_task("t4", "tool", "Announce", tool="test.scale", args={"value": 3}, deps=["t2"]),
     wire_task("t5", "summary", "Report", deps=["t2", "t3", "t4"]),
 )
+
+
+@pytest.fixture
+async def postgres_url() -> AsyncIterator[str]:
+    async with fresh_database() as url:
+        yield url
 
 
 def approval_env(directory: Path, **extra: str) -> dict[str, str]:
@@ -273,3 +282,37 @@ async def test_a_restart_while_a_task_awaits_approval_keeps_the_request_and_its_
 def mapping_of(tasks: list[TaskRecord]) -> Mapping[str, int]:
     """Attempts per task: nothing ran twice across the restart."""
     return {t.id: t.attempts for t in tasks}
+
+
+async def test_a_press_that_reaches_a_replica_not_owning_the_run_is_acted_on_by_the_owner(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    async with (
+        fake_slack_server() as slack,
+        fake_openai_server() as openai,
+        response_urls() as urls,
+    ):
+        openai.respond_with(answering(PUBLISH_PLAN, summary="Published."))
+        slack.join(CHANNEL, ALICE, BOB, CAROL)
+        env = {**approval_env(tmp_path), "DATABASE_URL": postgres_url}
+        for name in ("a", "b"):
+            (tmp_path / name).mkdir()
+        async with (
+            bot_serving(slack, openai, urls, tmp_path / "a", env=env) as owner,
+            bot_serving(slack, openai, urls, tmp_path / "b", env=env) as replica,
+        ):
+            delivery = await owner.mention("publish the report")
+            asked = await until_asked(owner)
+            run = await owner.run_in_thread(delivery.ts)
+            assert await owner.engine.owns(run.id)
+            assert not await replica.engine.owns(run.id)
+
+            await press(replica, APPROVE_ACTION, run.id, ALICE, delivery, asked.body["ts"])
+            await replica.wait_idle()
+            await owner.wait_idle()
+
+            done = await owner.run(run.id)
+            assert done.status is RunStatus.SUCCEEDED
+            assert not replica.engine.is_active(run.id)
+            assert len(owner.messages_containing(CHANNEL, delivery.ts, "Published.")) == 1
+            assert slack.calls_to("chat.postEphemeral") == []

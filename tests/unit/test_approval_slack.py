@@ -9,7 +9,7 @@ import pytest
 
 from bot.approval_blocks import MAX_ARGS, approval_blocks, denial_output
 from bot.payloads import APPROVE_ACTION, DENY_ACTION, Press, PressKind, parse_press
-from bot.plan_blocks import plan_message, task_card
+from bot.plan_blocks import classic_task_line, plan_message, task_card
 from bot.replies import approval_refusal, decision_reply
 from bot.terminal_approval import approves, question
 from storage.records import Approval, Decision, RunStatus, TaskStatus
@@ -171,6 +171,10 @@ def test_a_denial_names_the_person_as_a_user_element() -> None:
     assert output["elements"][0]["elements"][1] == {"type": "user", "user_id": "U0CAROL"}
     assert denial_output("Denied by <@U0CAROL> and <!channel>.") is None
     assert denial_output("Traceback <@U123>") is None
+    denied = make_task(1, TaskStatus.FAILED, error="Denied by <@U0CAROL>.")
+    assert classic_task_line(denied).endswith("\n>Denied by <@U0CAROL>.")
+    other = make_task(1, TaskStatus.FAILED, error="Denied by <@U0CAROL> <!channel>.")
+    assert "&lt;!channel&gt;" in classic_task_line(other)
 
 
 def test_the_terminal_question_and_its_answers() -> None:
