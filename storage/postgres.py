@@ -192,7 +192,10 @@ class PostgresStore:
             try:
                 async with self._pool.connection() as conn, conn.transaction():
                     return await work(conn)
-            except psycopg.OperationalError as error:
+            except psycopg.Error as error:
+                _reraise_cancellation(error)
+                if not isinstance(error, psycopg.OperationalError):
+                    raise StorageError(f"the database failed: {error}") from error
                 if delay is None:
                     raise StorageError(f"the database failed: {error}") from error
                 log.warning(
@@ -202,8 +205,6 @@ class PostgresStore:
                     error,
                 )
                 await asyncio.sleep(delay * (0.5 + random.random()))
-            except psycopg.Error as error:
-                raise StorageError(f"the database failed: {error}") from error
         raise AssertionError("unreachable")
 
     async def _write(self, work: Work[_T]) -> _T:
@@ -687,6 +688,19 @@ async def _append_event(conn: Connection, transition: Transition, at: float) -> 
     row = await cursor.fetchone()
     assert row is not None
     return int(row["seq"])
+
+
+def _reraise_cancellation(error: psycopg.Error) -> None:
+    """Raise CancelledError when the task was cancelled during this transaction.
+
+    psycopg cancels the query on the server when its task is cancelled, and the rollback that
+    follows may fail in turn (QueryCanceled, a broken connection): that error then replaces the
+    cancellation. Retried or wrapped, it would hide the cancellation from the caller, which
+    then carries on as if never cancelled (a task that waits for it to stop waits for ever).
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError from error
 
 
 def _first_line(error: Exception) -> str:

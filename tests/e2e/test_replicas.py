@@ -282,12 +282,6 @@ def duplicated_threads(slack: FakeSlack, roots: list[Any], bots: list[BotProcess
     return "\n".join(report)
 
 
-@pytest.mark.skip(
-    reason="rare: passes alone in about 40-55 s (10 of 10 runs), but in one loaded full suite one "
-    "run of 200 stayed 'running' after its summary task succeeded (no run_finished, its lease "
-    "renewed by its live process); the duplicate summaries this test found are fixed. Issue 9 "
-    "stays open until that stuck run is understood"
-)
 @pytest.mark.timeout(600)  # the hang guard only: 400 LLM calls and 600 Slack calls in all
 async def test_two_hundred_runs_over_two_replicas_each_finish_once(
     tmp_path: Path, postgres_url: str
