@@ -550,8 +550,12 @@ class Engine(RunRecords):
                 if replan is None:
                     return
         finally:
-            watcher.cancel()
-            await asyncio.wait([watcher])
+            # Cancelled until it has stopped: a cancellation can be lost inside a library (on
+            # Python 3.11, asyncio.wait_for swallows one that arrives as its wait ends, as
+            # psycopg_pool's does), and the run would then never end.
+            while not watcher.done():
+                watcher.cancel()
+                await asyncio.wait([watcher], timeout=1.0)
             if self._steering.get(run.id) is wake:
                 del self._steering[run.id]
 
