@@ -211,6 +211,7 @@ class Engine:
         ]
         for run_id in resumed:
             self._start(run_id, given_plan=None, resumed=True)
+        await self._answer_late_steering()
         return resumed
 
     async def adopt(self, run_id: str) -> bool:
@@ -695,16 +696,36 @@ class Engine:
                 )
 
     async def _follow_up(self, run: Run) -> None:
-        """Start a follow-up run for each steering message that came too late to steer."""
+        """Start a follow-up run for each steering message that came too late to steer.
+
+        So do cancelled runs: a mention that arrives just after a cancellation starts a
+        follow-up, and one that arrived just before it is treated the same (it asks for work
+        of its own, which the cancellation of the run's plan did not refuse).
+        """
         for message in await self.store.open_steering(run.id):
-            await self.store.close_steering(message.seq)
-            await self.submit(
-                message.message,
-                requester=message.requester,
-                thread_key=run.thread_key,
-                parent_run_id=run.id,
-                meta=message.meta,
-            )
+            await self._start_follow_up(run, message)
+
+    async def _start_follow_up(self, run: Run, message: SteeringRecord) -> None:
+        # The follow-up is claimed by the message's seq in the transaction that records it, so
+        # it starts exactly once, whichever process (or restart) gets here first; the message
+        # is closed only after, so a stop in between leaves it for the next sweep.
+        await self.submit(
+            message.message,
+            requester=message.requester,
+            thread_key=run.thread_key,
+            parent_run_id=run.id,
+            meta=message.meta,
+            delivery_id=f"dagbot-follow-up:{message.seq}",
+        )
+        await self.store.close_steering(message.seq)
+
+    async def _answer_late_steering(self) -> None:
+        """Start the follow-ups of steering messages left open on ended runs: their process
+        stopped between the run's end and the follow-up (on start-up and every lease round)."""
+        for message in await self.store.late_steering():
+            record = await self.store.get_run(message.run_id)
+            if record is not None:
+                await self._start_follow_up(Run.from_record(record), message)
 
     async def _fail_unsaved(self, run_id: str, error: StorageError) -> None:
         """The store failed this run for good: fail it where it can still be seen.

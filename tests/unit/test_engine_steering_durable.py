@@ -1,0 +1,78 @@
+"""Steering messages and the bound on rounds hold across restarts and cancellations."""
+
+from __future__ import annotations
+
+import asyncio
+
+from scheduler.dag.engine import Engine, EngineConfig
+from scheduler.dag.executors import PlanRequest
+from scheduler.dag.plan import Plan, TaskKind
+from scheduler.dag.retry import RetryPolicies, RetryPolicy
+from storage.connect import open_store
+from storage.leases import Owner
+from storage.records import EventKind, NewRun, NewSteering, RunStatus, Transition
+from storage.store import Store
+from tests.support.executors import Echo
+from tests.support.plans import plan, summary, tool
+
+ONE_ATTEMPT = RetryPolicies(default=RetryPolicy(max_attempts=1))
+
+
+async def simple_planner(request: PlanRequest) -> Plan:
+    return plan(tool("x"), summary("xs", "x"))
+
+
+async def follow_ups(store: Store, parent_id: str) -> list[tuple[str, str | None]]:
+    return [
+        (run.goal, run.requester)
+        for run in await store.recent_runs(limit=50)
+        if run.parent_run_id == parent_id
+    ]
+
+
+async def test_a_message_left_waiting_by_a_process_that_stopped_becomes_one_follow_up(
+    database_url: str,
+) -> None:
+    """The process ended the run but stopped before starting the follow-up the message was
+    waiting for: the next start-up starts it, once, even with two replicas starting at once."""
+    dead = await open_store(database_url, owner=Owner(lease_seconds=0.2))
+    created = await dead.create_run(NewRun(goal="goal", thread_key="T1", meta={"k": 1}))
+    assert created is not None
+    run = created[0]
+    assert await dead.add_steering(
+        NewSteering(run_id=run.id, message="also Berlin", requester="U2", meta={"ts": "9.9"})
+    )
+    await dead.record(
+        Transition(
+            run_id=run.id,
+            kind=EventKind.RUN_FINISHED,
+            run_status=RunStatus.SUCCEEDED,
+            data={"status": RunStatus.SUCCEEDED.value},
+        )
+    )
+    await dead.close()  # ...and the process stops here, before the follow-up
+
+    stores = [await open_store(database_url) for _ in range(2)]
+    engines = [
+        Engine(s, dict.fromkeys(TaskKind, Echo()), planner=simple_planner, config=EngineConfig())
+        for s in stores
+    ]
+    try:
+        await asyncio.gather(*(engine.resume_all() for engine in engines))
+        for engine in engines:
+            await engine.run_until_idle()
+        # A later round finds nothing more to do.
+        await engines[0].resume_all()
+        await engines[0].run_until_idle()
+        assert await follow_ups(stores[0], run.id) == [("also Berlin", "U2")]
+        child = next(r for r in await stores[0].recent_runs() if r.parent_run_id == run.id)
+        assert child.thread_key == "T1"
+        assert child.meta == {"ts": "9.9"}
+        assert child.status is RunStatus.SUCCEEDED
+        assert await stores[0].open_steering(run.id) == []
+        assert await stores[0].late_steering() == []
+    finally:
+        for engine in engines:
+            await engine.close()
+        for store in stores:
+            await store.close()
