@@ -247,6 +247,9 @@ class Engine:
             # Cancelled before its first step, the driver never ran a line; record it here.
             self._cancelling.discard(run_id)
             await self._record_cancelled(run_id)
+        run = await self.store.get_run(run_id)
+        if run is not None and run.status.finished:
+            await self._follow_up(Run.from_record(run))
         return True
 
     async def retry_failed(self, run_id: str) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 from scheduler.dag.engine import Engine, EngineConfig
 from scheduler.dag.executors import PlanRequest
@@ -11,8 +12,9 @@ from scheduler.dag.retry import RetryPolicies, RetryPolicy
 from storage.connect import open_store
 from storage.leases import Owner
 from storage.records import EventKind, NewRun, NewSteering, RunStatus, Transition
+from storage.sqlite import SqliteStore
 from storage.store import Store
-from tests.support.executors import Echo
+from tests.support.executors import Echo, Gate
 from tests.support.plans import plan, summary, tool
 
 ONE_ATTEMPT = RetryPolicies(default=RetryPolicy(max_attempts=1))
@@ -76,3 +78,37 @@ async def test_a_message_left_waiting_by_a_process_that_stopped_becomes_one_foll
             await engine.close()
         for store in stores:
             await store.close()
+
+
+async def test_a_message_waiting_when_the_run_is_cancelled_becomes_a_follow_up(
+    tmp_path: Path,
+) -> None:
+    gate = Gate()
+    calls: list[str] = []
+
+    async def planner(request: PlanRequest) -> Plan:
+        calls.append(request.goal)
+        if request.goal == "goal":
+            return plan(tool("a"), summary("s", "a"))
+        return plan(tool("x"), summary("xs", "x"))
+
+    store = await SqliteStore.open(str(tmp_path / "db.sqlite3"))
+    engine = Engine(store, dict.fromkeys(TaskKind, gate), planner=planner)
+    try:
+        run = await engine.submit("goal", thread_key="T1")
+        gate.release("a")
+        await gate.started["s"].wait()
+        # The final step is writing the answer: the message waits for the run to end...
+        assert await engine.steer(run.id, "also Berlin", requester="U2")
+        # ...which is cancelled instead.
+        assert await engine.cancel(run.id)
+        assert (await engine.view(run.id)).run.status is RunStatus.CANCELLED
+        assert await follow_ups(store, run.id) == [("also Berlin", "U2")]
+        assert await store.open_steering(run.id) == []
+        gate.release("x")
+        gate.release("xs")
+        await engine.run_until_idle()
+        assert calls == ["goal", "also Berlin"]
+    finally:
+        await engine.close()
+        await store.close()
