@@ -510,7 +510,12 @@ class Engine:
                 drafts=self.drafts,
                 learn=self.durations.observe,
                 plan=plan,
-                replans_left=max(0, self.config.max_replans - rounds),
+                replans_left=(
+                    0
+                    if run.status is not RunStatus.PLANNING
+                    and await self._replanning_refused(run_id)
+                    else max(0, self.config.max_replans - rounds)
+                ),
                 max_tasks=self.config.max_tasks,
                 approvals=self.approvals,
             )
@@ -582,6 +587,17 @@ class Engine:
             return None
         reason = last.data.get("reason")
         return reason if isinstance(reason, str) else ""
+
+    async def _replanning_refused(self, run_id: str) -> bool:
+        """Whether a round could not be planned: then no more are allowed, even after a
+        restart (the refusal is the run's event, so the bound does not live in memory only)."""
+        return any(
+            event.kind is EventKind.RUN_REVISED
+            and event.data is not None
+            and event.data.get("cause") == RevisionCause.REPLAN.value
+            and "failed" in event.data
+            for event in await self.store.events(run_id)
+        )
 
     async def _next_round(self, run: Run, execution: Execution, reason: str) -> None:
         """Plan the round the final step asked for; if none can be made, it answers as it can."""

@@ -6,9 +6,10 @@ import asyncio
 from pathlib import Path
 
 from scheduler.dag.engine import Engine, EngineConfig
-from scheduler.dag.executors import PlanRequest
+from scheduler.dag.executors import PlanRequest, TaskContext
 from scheduler.dag.plan import Plan, TaskKind
 from scheduler.dag.retry import RetryPolicies, RetryPolicy
+from scheduler.errors import AnotherRound, PlanningFailed
 from storage.connect import open_store
 from storage.leases import Owner
 from storage.records import EventKind, NewRun, NewSteering, RunStatus, Transition
@@ -112,3 +113,51 @@ async def test_a_message_waiting_when_the_run_is_cancelled_becomes_a_follow_up(
     finally:
         await engine.close()
         await store.close()
+
+
+async def test_a_round_that_could_not_be_planned_is_not_asked_for_again_after_a_restart(
+    tmp_path: Path,
+) -> None:
+    db = str(tmp_path / "db.sqlite3")
+    final_step = asyncio.Event()
+    hold = asyncio.Event()
+    allowed: list[int] = []
+
+    async def work(context: TaskContext) -> str:
+        if context.task.kind is TaskKind.SUMMARY:
+            allowed.append(context.replans_left)
+            if context.replans_left > 0:
+                raise AnotherRound("c is missing")
+            final_step.set()
+            await hold.wait()
+            return "answer with what there is"
+        return "a out"
+
+    async def planner(request: PlanRequest) -> Plan:
+        if request.revision is None:
+            return plan(tool("a"), summary("s", "a"))
+        raise PlanningFailed("The planner is out of ideas.")
+
+    config = EngineConfig(retry=ONE_ATTEMPT)
+    first = await SqliteStore.open(db)
+    engine = Engine(first, dict.fromkeys(TaskKind, work), planner=planner, config=config)
+    run = await engine.submit("goal")
+    await final_step.wait()  # answering after the refused round when the process stops
+    await engine.close()
+    await first.close()
+    assert allowed == [2, 0]
+
+    hold.set()
+    second = await SqliteStore.open(db)
+    engine = Engine(second, dict.fromkeys(TaskKind, work), planner=planner, config=config)
+    try:
+        assert await engine.resume_all() == [run.id]
+        view = await engine.wait(run.id)
+        events = await engine.events(run.id)
+    finally:
+        await engine.close()
+        await second.close()
+    assert allowed == [2, 0, 0]
+    assert view.run.status is RunStatus.SUCCEEDED
+    assert view.task("s").output == "answer with what there is"
+    assert [e.kind for e in events].count(EventKind.RUN_REPLANNING) == 1
