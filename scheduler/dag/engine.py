@@ -741,10 +741,14 @@ class Engine:
     async def _answer_late_steering(self) -> None:
         """Start the follow-ups of steering messages left open on ended runs: their process
         stopped between the run's end and the follow-up (on start-up and every lease round)."""
-        for message in await self.store.late_steering():
-            record = await self.store.get_run(message.run_id)
-            if record is not None:
-                await self._start_follow_up(Run.from_record(record), message)
+        try:
+            for message in await self.store.late_steering():
+                record = await self.store.get_run(message.run_id)
+                if record is not None:
+                    await self._start_follow_up(Run.from_record(record), message)
+        except Exception:
+            # Neither start-up nor the lease keeper may stop for it: the next round tries again.
+            log.exception("could not start the follow-ups of ended runs' steering messages")
 
     async def _fail_unsaved(self, run_id: str, error: StorageError) -> None:
         """The store failed this run for good: fail it where it can still be seen.
