@@ -43,7 +43,11 @@ async def open_runtime(
     )
     try:
         mcp = load_mcp_config(settings.mcp_config_path())
-        toolbox = await Toolbox.start(mcp)
+        toolbox = await Toolbox.start(
+            mcp,
+            startup_wait=settings.mcp_startup_wait,
+            ping_interval=settings.mcp_ping_interval,
+        )
         try:
             llm = LLM.from_settings(settings)
             engine = Engine(

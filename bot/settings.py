@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from scheduler.dag.plan import TaskKind
 from scheduler.dag.retry import PLANNING, RetryPolicies, RetryPolicy
 from scheduler.planning.shortlist import DEFAULT_MAX_TOOL_TOKENS, DEFAULT_MAX_TOOLS
+from scheduler.tools.reconnect import PING_INTERVAL, STARTUP_WAIT
 
 DEFAULT_MODEL = "gpt-5-mini"
 
@@ -28,6 +29,9 @@ class Settings(BaseSettings):
     slack_app_token: SecretStr | None = Field(default=None, alias="SLACK_APP_TOKEN")
     slack_signing_secret: SecretStr | None = Field(default=None, alias="SLACK_SIGNING_SECRET")
     slack_api_url: str | None = Field(default=None, alias="SLACK_API_URL")
+    slack_clock_speed: float = Field(default=1.0, gt=0, le=1000, alias="DAGBOT_SLACK_CLOCK_SPEED")
+    """How many times faster than the wall clock the Slack at SLACK_API_URL counts its rate
+    windows: 1 for Slack itself; more only against a fake Slack whose clock runs faster."""
     port: int = Field(default=3000, ge=1, le=65535, alias="PORT")
     host: str = Field(default="0.0.0.0", min_length=1, alias="DAGBOT_HOST")
 
@@ -39,6 +43,12 @@ class Settings(BaseSettings):
     database_url: str = Field(default="sqlite:///dagbot.sqlite3", alias="DATABASE_URL")
     lease_seconds: float = Field(default=30.0, gt=0, le=3600, alias="DAGBOT_LEASE_SECONDS")
     mcp_config: Path | None = Field(default=None, alias="DAGBOT_MCP_CONFIG")
+    mcp_startup_wait: float = Field(
+        default=STARTUP_WAIT, ge=0, le=600, alias="DAGBOT_MCP_STARTUP_WAIT"
+    )
+    mcp_ping_interval: float = Field(
+        default=PING_INTERVAL, ge=0, le=3600, alias="DAGBOT_MCP_PING_INTERVAL"
+    )
 
     max_concurrency: int = Field(default=8, ge=1, le=256, alias="DAGBOT_MAX_CONCURRENCY")
     max_total_concurrency: int = Field(

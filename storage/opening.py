@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
 from collections.abc import Awaitable, Callable
@@ -155,10 +156,36 @@ async def migrate(db: aiosqlite.Connection, path: str, *, integrity_check: bool 
             "Point DATABASE_URL elsewhere."
         )
     if path != ":memory:":
-        await db.execute_fetchall("PRAGMA journal_mode = WAL")
+        await _use_wal(db, path)
     for step, script in steps:
         if step > version:
             await _apply(db, path, step, script)
+
+
+async def _use_wal(db: aiosqlite.Connection, path: str) -> None:
+    """Switch the file to WAL, waiting out other processes opening it at the same moment.
+
+    Switching needs the file to itself, and SQLite can answer "database is locked" at once,
+    without its busy handler, while another connection is switching it too (seen in about one
+    batch in forty of four simultaneous first start-ups). So wait here, for as long as
+    busy_timeout would have waited."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + BUSY_TIMEOUT_MS / 1000
+    pause = 0.005
+    while True:
+        try:
+            [(mode,)] = await db.execute_fetchall("PRAGMA journal_mode = WAL")
+            if str(mode).lower() == "wal":
+                return
+            failure = f"the journal mode stayed {mode}"
+        except sqlite3.OperationalError as error:
+            if error.sqlite_errorcode not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                raise _unusable(path, error) from error
+            failure = str(error)
+        if loop.time() >= deadline:
+            raise StorageError(f"could not switch {path} to WAL mode: {failure}")
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, 0.1)
 
 
 async def _apply(db: aiosqlite.Connection, path: str, step: int, script: str) -> None:

@@ -6,6 +6,16 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+STARTUP_WAIT = 10.0
+"""Seconds after start during which a plan waits for servers still making their first attempt
+(`DAGBOT_MCP_STARTUP_WAIT`): long enough for a Python server or a cached `npx` package to come
+up, so the first goal after a deploy (or `dagbot run`) sees them. After it, planning never waits:
+a server that hangs at start-up delays only plans made within this time, by what is left of it."""
+PING_INTERVAL = 15.0
+"""Seconds between liveness checks of a connected HTTP server (`DAGBOT_MCP_PING_INTERVAL`)."""
+PING_TIMEOUT = 10.0
+"""A server that does not answer a liveness check within this is treated as gone."""
+
 
 @dataclass(frozen=True, kw_only=True)
 class Backoff:

@@ -3,8 +3,10 @@
 Nothing waits for a server: `Toolbox.start` returns at once and each server is connected by its
 own named supervisor task, which tries again with exponential backoff while the server cannot
 be reached, and at once when a server that was up dies. The catalogue lists the servers that are
-up and never waits for one that is not (beyond a short grace just after start, so the first plan
-of a fresh process sees the servers that start quickly).
+up and never waits for one that is not, except in the first seconds after start (`startup_wait`),
+when a plan waits for servers still making their first attempt, so that the first goal of a
+fresh process sees the servers that start quickly. A stdio server that exits is noticed by its
+closed stderr; an HTTP server that goes away while idle, by a liveness check on an interval.
 
 Each session lives in its own named asyncio task, which enters and leaves the `mcp` Client (anyio
 task groups and cancel scopes must be entered and exited by one task). Requests are messages
@@ -42,6 +44,7 @@ from mcp_types import (
     RequestParamsMeta,
     Tool,
 )
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from pydantic import ValidationError
 
 from scheduler.dag.catalogue import ToolSpec
@@ -55,6 +58,9 @@ from scheduler.tools.mcp_config import (
     resolve_command,
 )
 from scheduler.tools.reconnect import (
+    PING_INTERVAL,
+    PING_TIMEOUT,
+    STARTUP_WAIT,
     Backoff,
     failures_after_session,
     reconnect_delay,
@@ -77,8 +83,6 @@ __all__ = [
 log = logging.getLogger("dagbot.mcp")
 
 DEFAULT_CONNECT_TIMEOUT = 30.0
-STARTUP_GRACE = 15.0
-"""Seconds after start during which a plan waits for servers still making their first attempt."""
 STOP_TIMEOUT = 10.0
 STDERR_TAIL_LINES = 60
 STDERR_DRAIN_TIMEOUT = 1.0
@@ -95,10 +99,10 @@ class Toolbox:
     """Every configured MCP server; tools are named `<server>.<tool>`."""
 
     def __init__(
-        self, connections: Mapping[str, _Connection], *, startup_grace: float = STARTUP_GRACE
+        self, connections: Mapping[str, _Connection], *, startup_wait: float = STARTUP_WAIT
     ) -> None:
         self._connections = dict(connections)
-        self._grace_ends = time.monotonic() + startup_grace
+        self._wait_ends = time.monotonic() + startup_wait
 
     @classmethod
     async def start(
@@ -106,21 +110,30 @@ class Toolbox:
         config: McpConfig,
         *,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
-        startup_grace: float = STARTUP_GRACE,
+        startup_wait: float = STARTUP_WAIT,
+        ping_interval: float = PING_INTERVAL,
         backoff: Backoff = Backoff(),  # noqa: B008 - frozen, so one shared default is safe
     ) -> Toolbox:
         """Start connecting every server in the background and return at once.
 
         A server that fails is logged in one line, left out of the catalogue and tried again
-        with `backoff`. `startup_grace`: for this long after start, the catalogue waits for
-        servers still making their first attempt; later it never waits.
+        with `backoff`. `startup_wait`: for this long after start, the catalogue waits for
+        servers still making their first attempt; later it never waits. `ping_interval`: how
+        often a connected HTTP server is checked (0: never), so one that went away while idle
+        leaves the catalogue and is reconnected before anyone calls it.
         """
         toolbox = cls(
             {
-                name: _Connection(name, server, connect_timeout=connect_timeout, backoff=backoff)
+                name: _Connection(
+                    name,
+                    server,
+                    connect_timeout=connect_timeout,
+                    backoff=backoff,
+                    ping_interval=ping_interval,
+                )
                 for name, server in config.servers.items()
             },
-            startup_grace=startup_grace,
+            startup_wait=startup_wait,
         )
         for connection in toolbox._connections.values():
             connection.start()
@@ -147,10 +160,10 @@ class Toolbox:
     async def catalogue(self) -> dict[str, ToolSpec]:
         """The tools of every connected server. Never waits for a server that is down.
 
-        Only during the start-up grace does it wait for servers still making their first
-        attempt, and only until the grace ends.
+        Only in the start-up wait does it wait for servers still making their first attempt,
+        and only until the wait ends (counted from start, not from this call).
         """
-        remaining = self._grace_ends - time.monotonic()
+        remaining = self._wait_ends - time.monotonic()
         starting = [c for c in self._connections.values() if not c.first_attempt.is_set()]
         if remaining > 0 and starting:
             waits = [asyncio.ensure_future(c.first_attempt.wait()) for c in starting]
@@ -207,12 +220,19 @@ class _Connection:
     """One server: its supervisor, its session task, its tools while up, why it is down if not."""
 
     def __init__(
-        self, name: str, config: ServerConfig, *, connect_timeout: float, backoff: Backoff
+        self,
+        name: str,
+        config: ServerConfig,
+        *,
+        connect_timeout: float,
+        backoff: Backoff,
+        ping_interval: float = PING_INTERVAL,
     ) -> None:
         self.name = name
         self.config = config
         self.connect_timeout = connect_timeout
         self.backoff = backoff
+        self.ping_interval = ping_interval
         self.client: Client | None = None
         self.tools: tuple[Tool, ...] = ()
         self.down_reason: str | None = "not connected yet"
@@ -513,7 +533,7 @@ class _Connection:
                     self._http.serving = True
                 ready.set_result(None)
                 await self._notify()
-                await stop.wait()
+                await self._serve(client, stop)
                 self.client = None
         except* Exception as group:
             reason = _failure_reason(group, self.config, self._http)
@@ -538,6 +558,34 @@ class _Connection:
         finally:
             if tail is not None:
                 tail.close()
+
+    async def _serve(self, client: Client, stop: asyncio.Event) -> None:
+        """Keep the session until stopped, checking an HTTP server every `ping_interval`.
+
+        Nothing tells an HTTP client that its server went away between requests, so without a
+        check its tools would stay in the catalogue until the next call failed. A server that
+        cannot be reached ends the session from the transport (the `except*` in `_session`); one
+        that answers with an error or not at all is declared lost here. Either way the
+        supervisor reconnects with backoff and the tools return when the server does.
+        """
+        if self._http is None or self.ping_interval <= 0:
+            await stop.wait()
+            return
+        while True:
+            with anyio.move_on_after(self.ping_interval):
+                await stop.wait()
+            if stop.is_set():
+                return
+            try:
+                with anyio.fail_after(PING_TIMEOUT):
+                    await _ping(client)
+            except TimeoutError:
+                self.lost(client, f"it did not answer a ping within {PING_TIMEOUT:g} s")
+                return
+            except MCPError as error:
+                self.lost(client, f"it answered a ping with MCP error {error.code}: {error}")
+                return
+            log.debug("MCP server %r answered a ping.", self.name)
 
     def _callable(self, tools: tuple[Tool, ...]) -> tuple[Tool, ...]:
         """The tools this client can call: not those that require MCP tasks.
@@ -605,6 +653,16 @@ class _HttpWatch:
             body = await response.aread()
             if b"session" in body.lower():
                 self.rejections += 1
+
+
+async def _ping(client: Client) -> None:
+    """One liveness check: `ping` on a session of the handshake protocols; `ping` is gone from
+    2026-07-28, whose stateless servers answer `server/discover` instead."""
+    session = client.session
+    if client.protocol_version in HANDSHAKE_PROTOCOL_VERSIONS:
+        await session.send_ping()
+    else:
+        await session.send_discover(client.protocol_version)
 
 
 def _needs_tasks(tool: Tool) -> bool:

@@ -30,6 +30,7 @@ from storage.records import RunStatus, TaskStatus
 from storage.sqlite import open_store
 from tests.fakes.mcp_test_server import stdio_entry, time_server_entry
 from tests.fakes.openai_server import FAKE_API_KEY, ChatRequest, FakeOpenAI, Reply
+from tests.support.postgres import fresh_database
 
 RUN_ID = re.compile(r"run ([0-9a-f]+) planning")
 SUMMARY_TEXT = "Both barriers passed together, and it is morning in Tokyo."
@@ -356,6 +357,19 @@ async def test_ctrl_c_cancels_the_run_and_records_it(terminal: Terminal) -> None
     assert re.search(rf"{bot.run_id}\s+cancelled", listing.stdout), listing.stdout
 
 
+async def test_run_and_runs_work_on_postgresql(terminal: Terminal) -> None:
+    terminal.answer(wire(summary_task("t1"), title="Say hello"))
+    async with fresh_database() as url:
+        code, bot = await terminal.run("run", "Say hello", DATABASE_URL=url)
+        assert code == 0, bot.stderr
+        code, listing = await terminal.run("runs", DATABASE_URL=url)
+        assert code == 0, listing.stderr
+        assert re.search(rf"{bot.run_id}\s+succeeded", listing.stdout), listing.stdout
+        code, details = await terminal.run("runs", bot.run_id[:6], DATABASE_URL=url)
+        assert code == 0, details.stderr
+        assert f"Run {bot.run_id} · succeeded" in details.stdout
+
+
 # -- bad input ------------------------------------------------------------------------------------
 
 
@@ -545,3 +559,31 @@ async def test_a_plan_taller_than_the_terminal_is_redrawn_in_place(terminal: Ter
     assert after.count("Plan: Twenty") == 1
     assert all(f"t{n} call test.echo" in after for n in range(1, 21))
     assert "Summary:" in after
+
+
+async def test_another_round_is_shown_as_it_is_planned_and_listed_by_runs(
+    terminal: Terminal,
+) -> None:
+    first = wire(tool_task("t1", "test.echo", text="Tokyo: 24C"), summary_task("t2", "t1"))
+    second = wire(tool_task("t3", "test.echo", text="Paris: 14C"), summary_task("t4", "t1", "t3"))
+
+    def respond(request: ChatRequest) -> Reply:
+        if request.is_plan_request:
+            return Reply.json(second if "<reason>" in request.last_user else first)
+        if "Paris: 14C" in request.last_user:
+            return Reply.answer(SUMMARY_TEXT)
+        return Reply.replan("Paris is missing.")
+
+    terminal.fake.respond_with(respond)
+    code, bot = await terminal.run("run", "Weather in Tokyo and Paris")
+
+    assert code == 0, bot.stdout + bot.stderr
+    assert f"run {bot.run_id} needs another round: Paris is missing." in bot.stdout
+    assert f"run {bot.run_id}: Round 2 planned (+t3)" in bot.stdout
+    assert "Round 2: Paris is missing." in bot.stdout
+    assert f"Summary:\n{SUMMARY_TEXT}" in bot.stdout
+    assert re.search(r"✓ t1 .* succeeded", bot.stdout)
+    assert len(re.findall(r"▶ t1 .* started", bot.stdout)) == 1
+    code, details = await terminal.run("runs", bot.run_id)
+    assert code == 0
+    assert "Round 2: Paris is missing. (added t3)" in details.stdout

@@ -14,6 +14,7 @@ from scheduler.dag.plan import Plan, PlanTask, TaskKind
 from scheduler.dag.retry import PLANNING, RetryPolicies, RetryPolicy
 from scheduler.dag.slots import SlotPolicy
 from scheduler.errors import AnotherRound, PlanningFailed, RunNotFound, TaskError
+from storage.connect import open_store
 from storage.leases import Owner
 from storage.records import EventKind, NewRun, RunStatus, TaskStatus, Transition
 from storage.sqlite import SqliteStore
@@ -1145,7 +1146,7 @@ async def test_default_priorities_use_durations_learned_from_history(
 
 
 async def test_a_steering_message_recorded_by_another_process_reaches_the_runs_owner(
-    db_path: Path,
+    database_url: str,
 ) -> None:
     """Any replica may receive the mention; only the owner changes the run, on its next round."""
     gate = Gate()
@@ -1158,8 +1159,9 @@ async def test_a_steering_message_recorded_by_another_process_reaches_the_runs_o
         assert statuses["a"] is TaskStatus.RUNNING
         return plan(tool("b", "a"), tool("c"), summary("s", "b", "c"))
 
-    owner = await SqliteStore.open(str(db_path), owner=Owner(lease_seconds=0.3))
-    other = await SqliteStore.open(str(db_path), owner=Owner(lease_seconds=0.3))
+    # Both stores: on PostgreSQL the processes are replicas of one bot.
+    owner = await open_store(database_url, owner=Owner(lease_seconds=0.3))
+    other = await open_store(database_url, owner=Owner(lease_seconds=0.3))
     engine = Engine(owner, dict.fromkeys(TaskKind, gate), planner=planner)
     elsewhere = Engine(other, dict.fromkeys(TaskKind, gate))
     try:
@@ -1235,3 +1237,76 @@ async def test_a_round_asked_for_before_a_restart_is_planned_after_it(db_path: P
     assert view.task("s").output == "answer from c out"
     assert view.run.plan is not None
     assert [(r.reason, r.tasks) for r in view.run.plan.rounds] == [("c is missing", ["c"])]
+
+
+async def test_a_restart_in_the_middle_of_round_two_goes_on_from_where_it_was(
+    db_path: Path,
+) -> None:
+    gate = Gate()
+    ran: list[str] = []
+
+    async def work(context: TaskContext) -> str:
+        ran.append(context.task.id)
+        if context.task.kind is TaskKind.SUMMARY:
+            if "c" not in context.results:
+                raise AnotherRound("c is missing")
+            return "answer"
+        if context.task.id == "c":
+            return await gate(context)
+        return f"{context.task.id} out"
+
+    async def planner(request: PlanRequest) -> Plan:
+        if request.revision is None:
+            return plan(tool("a"), summary("s", "a"))
+        return plan(tool("c", "a"), summary("s", "c"))
+
+    first = await SqliteStore.open(str(db_path))
+    engine = Engine(first, dict.fromkeys(TaskKind, work), planner=planner)
+    run = await engine.submit("goal")
+    await gate.started["c"].wait()  # round 2 is running when the process stops
+    await engine.close()
+    await first.close()
+
+    gate.release("c")
+    second = await SqliteStore.open(str(db_path))
+    engine = Engine(second, dict.fromkeys(TaskKind, work), planner=planner)
+    try:
+        assert await engine.resume_all() == [run.id]
+        view = await engine.wait(run.id)
+        events = await engine.events(run.id)
+    finally:
+        await engine.close()
+        await second.close()
+    assert view.run.status is RunStatus.SUCCEEDED
+    assert ran == ["a", "s", "c", "c", "s"]  # c was in flight, so it ran again; a did not
+    assert view.task("s").output == "answer"
+    assert [e.kind for e in events].count(EventKind.RUN_REVISED) == 1
+
+
+async def test_a_steering_revision_that_is_not_a_valid_plan_leaves_the_run_as_planned(
+    make_engine: MakeEngine,
+) -> None:
+    gate = Gate()
+
+    async def planner(request: PlanRequest) -> Plan:
+        if request.revision is None:
+            return plan(tool("a"), tool("b", "a"), summary("s", "b"))
+        # Depends on a task that does not exist: refused like any plan.
+        return plan(tool("c", "zz"), summary("s", "b", "c"))
+
+    engine = await make_engine(gate, planner=planner)
+    with engine.bus.subscribe() as events:
+        run = await engine.submit("goal")
+        await gate.started["a"].wait()
+        assert await engine.steer(run.id, "add c")
+        async for event in events:
+            if event.kind is EventKind.RUN_REVISED:
+                break
+    assert event.data is not None
+    assert "depends on unknown task(s) zz" in str(event.data["failed"])
+    for task_id in ("a", "b", "s"):
+        gate.release(task_id)
+    view = await engine.wait(run.id)
+    assert view.run.status is RunStatus.SUCCEEDED
+    assert [t.id for t in view.tasks] == ["a", "b", "s"]
+    assert await engine.store.open_steering(run.id) == []

@@ -85,7 +85,7 @@ Start = Callable[..., Awaitable[Toolbox]]
 async def test_a_hanging_server_adds_nothing_to_the_catalogue(start: Start) -> None:
     box = await start(
         config(test=stdio_entry(), hang=stdio_entry(MCP_TEST_SERVER_HANG_AT_START="1")),
-        startup_grace=0,
+        startup_wait=0,
     )
     await box.wait_up("test")
 
@@ -104,12 +104,20 @@ async def test_start_returns_before_any_server_is_connected(start: Start) -> Non
     assert box.servers == {"hang": "not connected yet"}
 
 
-async def test_the_first_plan_after_start_sees_servers_that_start_within_the_grace(
+async def test_the_first_plan_after_start_sees_servers_that_start_within_the_wait(
     start: Start,
 ) -> None:
-    box = await start(config(test=stdio_entry()), startup_grace=600)
+    box = await start(config(test=stdio_entry()), startup_wait=600)
 
     assert "test.echo" in await box.catalogue()
+
+
+async def test_a_plan_in_the_start_up_wait_waits_no_longer_than_the_wait(start: Start) -> None:
+    box = await start(config(hang=stdio_entry(MCP_TEST_SERVER_HANG_AT_START="1")), startup_wait=0.2)
+
+    assert await box.catalogue() == {}
+    # Its first attempt lasts the 30 s connect timeout; the plan stopped waiting long before.
+    assert box.servers["hang"] == "not connected yet"
 
 
 async def test_a_server_that_comes_up_later_is_found_by_the_background_retries(
@@ -135,7 +143,7 @@ async def test_a_call_to_a_server_that_is_down_cuts_its_backoff_short(
     box = await start(
         config(late=stdio_entry(MCP_TEST_SERVER_REQUIRE_FILE=str(flag))),
         backoff=NEVER_ON_ITS_OWN,
-        startup_grace=0,
+        startup_wait=0,
     )
     await box.wait_first_attempts()
     flag.touch()
@@ -299,6 +307,71 @@ async def test_an_http_server_that_is_gone_is_reported_down(
     assert caught.value.retryable is True
     assert box.servers["web"] is not None
     assert await box.catalogue() == {}
+
+
+@pytest.mark.parametrize("kind", ["stateless (2026-07-28)", "sessions (2025-11-25)"])
+async def test_an_http_server_that_dies_while_idle_leaves_the_catalogue_and_returns(
+    start: Start, kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = HttpServerProcess(*(["--sessions"] if kind.startswith("sessions") else []))
+    await server.start()
+    try:
+        box = await start(config(web={"url": server.url}), ping_interval=0.05, backoff=FAST)
+        await box.wait_up()
+        before = await box.call("web.pid", {})
+
+        with caplog.at_level(logging.INFO, logger=MCP_LOG):
+            await server.stop()
+            await box.wait_down("web")  # no call was made: the ping noticed
+
+        assert await box.catalogue() == {}
+        assert box.servers["web"] is not None
+        assert any("lost its connection" in r.getMessage() for r in caplog.records)
+
+        await server.start()  # same port: the background retries find it
+        await box.wait_up("web")
+        assert "web.echo" in await box.catalogue()
+        assert await box.call("web.pid", {}) != before
+    finally:
+        await server.stop()
+
+
+class _Pings(logging.Handler):
+    """Sets `answered` once the toolbox has logged `count` answered pings."""
+
+    def __init__(self, count: int) -> None:
+        super().__init__(logging.DEBUG)
+        self.count = count
+        self.answered = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "answered a ping" in record.getMessage():
+            self.count -= 1
+            if self.count <= 0:
+                self.answered.set()
+
+
+@pytest.mark.parametrize("kind", ["stateless (2026-07-28)", "sessions (2025-11-25)"])
+async def test_pings_keep_a_healthy_http_server_up(
+    start: Start, kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = HttpServerProcess(*(["--sessions"] if kind.startswith("sessions") else []))
+    await server.start()
+    pings = _Pings(count=5)
+    logger = logging.getLogger(MCP_LOG)
+    logger.addHandler(pings)
+    try:
+        with caplog.at_level(logging.DEBUG, logger=MCP_LOG):
+            box = await start(config(web={"url": server.url}), ping_interval=0.01)
+            await box.wait_up()
+            await pings.answered.wait()
+
+        assert box.servers == {"web": None}
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+        assert await box.call("web.echo", {"text": "still here"}) == "still here"
+    finally:
+        logger.removeHandler(pings)
+        await server.stop()
 
 
 # -- only what can be called, and the real reason it cannot start ---------------------------------

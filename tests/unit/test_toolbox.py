@@ -293,7 +293,7 @@ async def test_a_server_that_never_answers_the_handshake_is_given_up_on() -> Non
     # It reads its stdin and never writes: no handshake, and it exits once stdin closes.
     silent = {"command": sys.executable, "args": ["-c", "import sys; sys.stdin.read()"]}
 
-    box = await Toolbox.start(config(silent=silent), connect_timeout=0.2, startup_grace=0)
+    box = await Toolbox.start(config(silent=silent), connect_timeout=0.2, startup_wait=0)
     try:
         await box.wait_first_attempts()
         assert box.servers == {"silent": "no answer within 0.2 s"}
