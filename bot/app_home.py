@@ -9,8 +9,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.blocks import home_view
 from bot.slack_client import error_code
-from scheduler.dag.state import Run
-from storage.store import Store
+from scheduler.dag.run_records import RunRecords
 
 log = logging.getLogger("dagbot.slack")
 
@@ -18,9 +17,9 @@ HOME_RUNS = 20
 
 
 class AppHome:
-    def __init__(self, client: AsyncWebClient, store: Store) -> None:
+    def __init__(self, client: AsyncWebClient, records: RunRecords) -> None:
         self._client = client
-        self._store = store
+        self._records = records
         # user -> whether another refresh was asked for while one is being published.
         self._publishing: dict[str, bool] = {}
 
@@ -46,8 +45,8 @@ class AppHome:
 
     async def _publish(self, user_id: str) -> None:
         try:
-            records = await self._store.recent_runs(requester=user_id, limit=HOME_RUNS)
-            view = home_view([Run.from_record(r) for r in records])
+            runs = await self._records.recent_runs(requester=user_id, limit=HOME_RUNS)
+            view = home_view(runs)
             await self._client.views_publish(user_id=user_id, view=view)
         except (SlackApiError, SlackClientError) as error:
             log.warning("App Home of %s not refreshed: %s", user_id, error_code(error))

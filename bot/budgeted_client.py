@@ -7,7 +7,7 @@ The budget is keyed by the bot token: one token is one workspace.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
@@ -18,6 +18,20 @@ from slack_sdk.web.async_slack_response import AsyncSlackResponse
 from bot.rate_budget import RateBudget
 
 _urgent: ContextVar[bool] = ContextVar("dagbot_slack_urgent", default=True)
+_run: ContextVar[str | None] = ContextVar("dagbot_slack_run", default=None)
+
+Holds = Callable[[str], bool]
+"""Whether this process may still speak for a run."""
+
+
+class LeaseLapsed(Exception):
+    """This process may no longer hold the run it was writing for: the call was not sent."""
+
+
+def speak_for(run_id: str) -> None:
+    """The Slack calls of the current task from now on are made for run `run_id`: each is sent
+    only while this process surely still holds that run (see `BudgetedWebClient`)."""
+    _run.set(run_id)
 
 
 @contextmanager
@@ -33,9 +47,12 @@ def background_calls() -> Iterator[None]:
 class BudgetedWebClient(AsyncWebClient):
     """An AsyncWebClient whose calls wait for their turn in `budget` before they are sent."""
 
-    def __init__(self, *, budget: RateBudget, **kwargs: Any) -> None:
+    def __init__(self, *, budget: RateBudget, holds: Holds | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.budget = budget
+        self.holds = holds
+        """Checked right before each call is sent, after any wait for the budget: a process
+        paused past its lease, or whose run was taken over meanwhile, sends nothing for it."""
 
     @property
     def workspace(self) -> str:
@@ -45,6 +62,9 @@ class BudgetedWebClient(AsyncWebClient):
     async def api_call(self, api_method: str, **kwargs: Any) -> AsyncSlackResponse:
         channel = _channel_of(kwargs)
         await self.budget.acquire(self.workspace, api_method, channel=channel, urgent=_urgent.get())
+        run_id = _run.get()
+        if self.holds is not None and run_id is not None and not self.holds(run_id):
+            raise LeaseLapsed(f"not sent: this process may no longer hold run {run_id}")
         return await super().api_call(api_method, **kwargs)
 
 

@@ -93,11 +93,11 @@ def take_back_run(run_id: str, *, cancel: bool) -> int:
 async def _take_back(settings: Settings, run_id: str, cancel: bool, display: Display) -> int:
     try:
         async with open_runtime(settings, kind=OwnerKind.TERMINAL) as runtime:
-            engine, store = runtime.engine, runtime.store
-            record = await store.find_run(run_id)
+            engine = runtime.engine
+            record = await engine.find_run(run_id)
             if record is None:
                 return stop(f"No run matches {run_id!r}. List runs with: dagbot runs")
-            lease = await store.lease(record.id)
+            lease = await engine.lease(record.id)
             if record.status.finished:
                 return stop(f"Run {record.id} is already {record.status.value}.")
             if lease is not None and lease.kind is not OwnerKind.TERMINAL:

@@ -346,7 +346,7 @@ class Intake:
             await self._whisper(press, refusal or "", run)
             return
         if press.kind is PressKind.FEEDBACK:
-            changed = await self.engine.store.record_feedback(run.id, press.user, press.vote)
+            changed = await self.engine.record_feedback(run.id, press.user, press.vote)
             log.info(
                 "feedback %s on run %s by %s (new: %s)", press.vote, run.id, press.user, changed
             )

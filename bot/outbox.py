@@ -16,8 +16,8 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.thread_writer import SlackTarget
+from scheduler.dag.run_records import RunRecords
 from storage.records import Delivery
-from storage.store import Store
 
 REPLIES_PAGES = 10
 
@@ -31,8 +31,8 @@ class DeliveryBook:
     writes; each write is one statement (no read-modify-write of a shared blob).
     """
 
-    def __init__(self, store: Store, run_id: str) -> None:
-        self._store = store
+    def __init__(self, records: RunRecords, run_id: str) -> None:
+        self._records = records
         self.current = Delivery(run_id=run_id)
         self._saved = False
         # Keys whose last post Slack answered with an error: certainly not posted, so the next
@@ -41,29 +41,29 @@ class DeliveryBook:
 
     async def load(self) -> Delivery:
         """Read the stored state (at a worker's first sync, and after a restart)."""
-        self.current = await self._store.delivery(self.current.run_id)
+        self.current = await self._records.delivery(self.current.run_id)
         return self.current
 
     async def ensure(self) -> None:
         """Create the run's delivery row, so a restart knows this run is shown in Slack."""
         if not self._saved:
-            await self._store.save_delivery(self.current)
+            await self._records.save_delivery(self.current)
             self._saved = True
 
     async def update(self, **changes: Any) -> None:
         """Change and store the delivery's own fields (plan_message, plan_style, ...)."""
         updated = replace(self.current, **changes)
         if updated != self.current or not self._saved:
-            await self._store.save_delivery(updated)
+            await self._records.save_delivery(updated)
             self._saved = True
         self.current = updated
 
     async def intend(self, key: str) -> None:
-        await self._store.record_post_intent(self.current.run_id, key)
+        await self._records.record_post_intent(self.current.run_id, key)
         self.current = replace(self.current, posts={**self.current.posts, key: None})
 
     async def posted(self, key: str, message: str) -> None:
-        await self._store.record_post(self.current.run_id, key, message)
+        await self._records.record_post(self.current.run_id, key, message)
         self.current = replace(self.current, posts={**self.current.posts, key: message})
 
 

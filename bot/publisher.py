@@ -29,7 +29,7 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.app_home import AppHome
-from bot.budgeted_client import BudgetedWebClient
+from bot.budgeted_client import BudgetedWebClient, speak_for
 from bot.outbox import DeliveryBook
 from bot.run_sync import PLANNING_LOADING, PLANNING_STATUS, STATUS_REFRESH, RunSync, RunThread
 from bot.slack_client import error_code, is_transient, retry_after
@@ -86,10 +86,10 @@ class SlackPublisher:
         self._client = client
         self._engine = engine
         self._min_interval = min_interval
-        self._home = AppHome(client, engine.store)
+        self._home = AppHome(client, engine)
         self._sync = RunSync(
             client,
-            engine.store,
+            engine,
             self._home,
             status_refresh=status_refresh,
             stream_interval=min(min_interval, STREAM_INTERVAL),
@@ -119,12 +119,19 @@ class SlackPublisher:
         # A process that dies right after a run finished leaves it unlanded and leased to it
         # for a while: looked for again on every lease round.
         self._engine.on_lease_round(self._land_orphans)
+        # A finished run stays leased here while its last messages are on their way (they may
+        # wait minutes for Slack's rate limits): else another replica would land it too.
+        self._engine.keep_leased(self._landing)
+
+    def _landing(self) -> set[str]:
+        return {run_id for run_id, state in self._runs.items() if not state.ignored}
 
     async def _land_orphans(self) -> None:
-        for run_id in await self._engine.store.unlanded_runs():
+        for run_id in await self._engine.unlanded_runs():
             if run_id in self._runs:
                 continue  # being landed here already
             if await self._engine.take(run_id):  # its process is gone: land it here, once
+                log.info("run %s: landing its final state here (its process stopped)", run_id)
                 self._mark(self._state(run_id))
 
     async def aclose(self) -> None:
@@ -188,7 +195,7 @@ class SlackPublisher:
     def _state(self, run_id: str) -> _RunState:
         state = self._runs.get(run_id)
         if state is None:
-            book = DeliveryBook(self._engine.store, run_id)
+            book = DeliveryBook(self._engine, run_id)
             thread = RunThread(run_id=run_id, book=book)
             state = self._runs[run_id] = _RunState(run_id=run_id, thread=thread)
         return state
@@ -235,6 +242,7 @@ class SlackPublisher:
     # -- the per-run worker ------------------------------------------------------------------
 
     async def _work(self, state: _RunState) -> None:
+        speak_for(state.run_id)
         loop = asyncio.get_running_loop()
         while state.dirty and not state.ignored:
             delay = state.next_at - loop.time()

@@ -40,9 +40,9 @@ from bot.outbox import DeliveryBook, Outbox
 from bot.slack_client import error_code, is_transient
 from bot.summary_stream import STREAM_INTERVAL, LiveSummaries
 from bot.thread_writer import SlackTarget, ThreadWriter
+from scheduler.dag.run_records import RunRecords
 from scheduler.dag.state import Run, RunView
 from storage.records import EventKind, RunStatus
-from storage.store import Store
 
 log = logging.getLogger("dagbot.slack")
 
@@ -73,20 +73,20 @@ class RunSync:
     def __init__(
         self,
         client: AsyncWebClient,
-        store: Store,
+        records: RunRecords,
         home: AppHome,
         *,
         status_refresh: float = STATUS_REFRESH,
         stream_interval: float = STREAM_INTERVAL,
     ) -> None:
         self._client = client
-        self._store = store
+        self._records = records
         self._home = home
         self._outbox = Outbox(client)
         # Channels that refused plan blocks (or markdown, streaming) lately: bot.capabilities.
         self.facts = ChannelFacts()
         self._writer = ThreadWriter(client, self.facts)
-        self.summaries = LiveSummaries(client, store, self._writer, interval=stream_interval)
+        self.summaries = LiveSummaries(client, records, self._writer, interval=stream_interval)
         """Summaries streamed while they are written (started and closed by the publisher)."""
         self.status_refresh = status_refresh
 
@@ -254,7 +254,7 @@ class RunSync:
         if thread.permalink_tried:
             return
         thread.permalink_tried = True
-        run = await self._store.get_run(thread.run_id)
+        run = await self._records.get_run(thread.run_id)
         if run is None or run.meta.get("permalink"):
             return
         try:
@@ -266,7 +266,7 @@ class RunSync:
             return
         permalink = response.get("permalink")
         if isinstance(permalink, str) and permalink:
-            await self._store.update_meta(thread.run_id, {"permalink": permalink})
+            await self._records.update_meta(thread.run_id, {"permalink": permalink})
 
     async def _finish(
         self, thread: RunThread, target: SlackTarget, view: RunView, seq: int
@@ -361,7 +361,7 @@ class RunSync:
         )
 
     async def _terminal_seq(self, run_id: str) -> int | None:
-        events = await self._store.events(run_id)
+        events = await self._records.events(run_id)
         return next((e.seq for e in reversed(events) if e.kind in TERMINAL), None)
 
 

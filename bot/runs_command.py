@@ -16,8 +16,8 @@ from bot.settings import ConfigError, Settings, load_settings
 from bot.terminal import EXIT_OK, EXIT_RUN_FAILED, prepare_output, stop
 from bot.wording import feedback_line
 from scheduler.dag.state import Run, RunView, TaskState
+from storage.connect import open_store
 from storage.errors import StorageError
-from storage.sqlite import open_store
 
 
 def show_runs(run_id: str | None, *, limit: int) -> int:

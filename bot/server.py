@@ -27,6 +27,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.app import build_app
 from bot.intake import Intake
 from bot.publisher import SlackPublisher
+from bot.rate_budget import RateBudget
 from bot.request_guard import check_request
 from bot.runtime import Runtime, open_runtime
 from bot.settings import ConfigError, Settings, load_settings
@@ -89,7 +90,12 @@ async def running_bot(
     _check_settings(settings)
     async with open_runtime(settings) as runtime:
         engine = runtime.engine
-        client = make_client(_secret(settings.slack_bot_token), settings.slack_api_url)
+        client = make_client(
+            _secret(settings.slack_bot_token),
+            settings.slack_api_url,
+            budget=RateBudget(speed=settings.slack_clock_speed),
+            holds=engine.holds,
+        )
         publisher = SlackPublisher(client, engine, min_interval=update_interval)
         await publisher.start()
         intake = Intake(
@@ -109,8 +115,11 @@ async def running_bot(
             yield Bot(runtime=runtime, client=client, publisher=publisher, intake=intake, app=app)
         finally:
             await intake.aclose()
-            await engine.close()
+            await engine.stop_runs()
+            # Leases are still renewed while the last messages land (else they would be held
+            # back as possibly another process's: see BudgetedWebClient).
             await publisher.aclose()
+            await engine.close()
 
 
 def http_app(app: AsyncApp, signing_secret: str) -> web.Application:

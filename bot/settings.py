@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     slack_app_token: SecretStr | None = Field(default=None, alias="SLACK_APP_TOKEN")
     slack_signing_secret: SecretStr | None = Field(default=None, alias="SLACK_SIGNING_SECRET")
     slack_api_url: str | None = Field(default=None, alias="SLACK_API_URL")
+    slack_clock_speed: float = Field(default=1.0, gt=0, le=1000, alias="DAGBOT_SLACK_CLOCK_SPEED")
+    """How many times faster than the wall clock the Slack at SLACK_API_URL counts its rate
+    windows: 1 for Slack itself; more only against a fake Slack whose clock runs faster."""
     port: int = Field(default=3000, ge=1, le=65535, alias="PORT")
     host: str = Field(default="0.0.0.0", min_length=1, alias="DAGBOT_HOST")
 

@@ -17,7 +17,7 @@ from slack_sdk.http_retry.request import HttpRequest
 from slack_sdk.http_retry.response import HttpResponse
 from slack_sdk.http_retry.state import RetryState
 
-from bot.budgeted_client import BudgetedWebClient
+from bot.budgeted_client import BudgetedWebClient, Holds, LeaseLapsed
 from bot.rate_budget import RateBudget
 
 SLACK_API_URL = "https://slack.com/api/"
@@ -57,12 +57,14 @@ def make_client(
     *,
     rate_limit_retries: int = 2,
     budget: RateBudget | None = None,
+    holds: Holds | None = None,
 ) -> BudgetedWebClient:
     """An AsyncWebClient that keeps within Slack's rate tiers (`budget`, one per workspace) and
     retries the 429s that still happen after Retry-After, plus connection and 5xx errors.
 
     `base_url` is SLACK_API_URL (None: Slack's own); a missing trailing slash is added, since
-    slack_sdk joins method names onto it.
+    slack_sdk joins method names onto it. `holds(run_id)`: whether this process may still
+    write for a run (engine.holds); checked right before each call made for a run is sent.
     """
     handlers: list[AsyncRetryHandler] = [
         AsyncRateLimitErrorRetryHandler(max_retry_count=rate_limit_retries),
@@ -71,6 +73,7 @@ def make_client(
     ]
     return BudgetedWebClient(
         budget=budget or RateBudget(),
+        holds=holds,
         token=token,
         base_url=normalise_base_url(base_url),
         retry_handlers=handlers,
@@ -112,7 +115,8 @@ def is_transient(error: BaseException) -> bool:
         return error_code(error) in TRANSIENT_ERRORS
     if isinstance(error, SlackClientError):
         return False
-    return isinstance(error, aiohttp.ClientError | OSError | TimeoutError)
+    # LeaseLapsed: tried again once a renewal has said whether the run is still ours.
+    return isinstance(error, aiohttp.ClientError | OSError | TimeoutError | LeaseLapsed)
 
 
 def _status(error: SlackApiError) -> int:

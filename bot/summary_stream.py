@@ -32,13 +32,13 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.blocks import defuse_mentions, feedback_blocks, markdown_message
+from bot.budgeted_client import LeaseLapsed, speak_for
 from bot.capabilities import Feature
 from bot.slack_client import error_code, is_transient, retry_after
 from bot.thread_writer import SlackTarget, ThreadWriter
 from scheduler.dag.drafts import Draft, Drafts
 from scheduler.dag.plan import TaskKind
-from scheduler.dag.state import Run
-from storage.store import Store
+from scheduler.dag.run_records import RunRecords
 
 log = logging.getLogger("dagbot.slack")
 
@@ -169,13 +169,13 @@ class LiveSummaries:
     def __init__(
         self,
         client: AsyncWebClient,
-        store: Store,
+        records: RunRecords,
         writer: ThreadWriter,
         *,
         interval: float = STREAM_INTERVAL,
     ) -> None:
         self._client = client
-        self._store = store
+        self._records = records
         self._writer = writer
         self._interval = interval
         self._runs: dict[str, _Live] = {}
@@ -215,6 +215,7 @@ class LiveSummaries:
             live.wake.set()
 
     async def _work(self, live: _Live) -> None:
+        speak_for(live.run_id)
         try:
             live.target = await self._target(live)
         except Exception:
@@ -247,6 +248,9 @@ class LiveSummaries:
             live.wake.clear()
             try:
                 more = await self._flush(live)
+            except LeaseLapsed:
+                live.off = True  # maybe another process's run now: it finishes the message
+                return
             except (SlackApiError, SlackClientError) as error:
                 log.warning("streaming run %s's summary: %s", live.run_id, error_code(error))
                 if not is_transient(error):
@@ -273,10 +277,9 @@ class LiveSummaries:
                 live.wake.set()
 
     async def _target(self, live: _Live) -> SlackTarget | None:
-        record = await self._store.get_run(live.run_id)
-        if record is None:
+        run = await self._records.get_run(live.run_id)
+        if run is None:
             return None
-        run = Run.from_record(record)
         target = SlackTarget.of(run)
         if target is None or not self._writer.can_stream(target):
             return None
@@ -362,7 +365,7 @@ class LiveSummaries:
         )
         live.messages.append(_Message(ts=str(response["ts"]), text=piece))
         record = StreamRecord(ts=tuple(m.ts for m in live.messages))
-        await self._store.update_meta(live.run_id, {STREAM_KEY: record.to_meta()})
+        await self._records.update_meta(live.run_id, {STREAM_KEY: record.to_meta()})
 
     def forget(self, run_id: str) -> None:
         """Drop what is kept of a run that ended without a summary to finish (not a Slack run)."""
@@ -374,7 +377,7 @@ class LiveSummaries:
     async def _note_intent(self, live: _Live) -> None:
         """Record, before a chat.startStream, that a message may appear whose ts is not known."""
         intent = StreamRecord(ts=tuple(m.ts for m in live.messages), starting=True)
-        await self._store.update_meta(live.run_id, {STREAM_KEY: intent.to_meta()})
+        await self._records.update_meta(live.run_id, {STREAM_KEY: intent.to_meta()})
         live.intent_noted = True
 
     async def _halt(self, live: _Live) -> None:
@@ -450,7 +453,7 @@ class LiveSummaries:
             self._runs.pop(run_id, None)
             return []
         placed = await self._fill(run_id, target, messages, list(parts), metadata)
-        await self._store.update_meta(
+        await self._records.update_meta(
             run_id,
             {STREAM_KEY: StreamRecord(ts=tuple(placed), finished=True, seq=seq).to_meta()},
         )

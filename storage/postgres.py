@@ -24,6 +24,7 @@ from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from storage.errors import DatabaseUnusable, LeaseLost, StorageError, UnsupportedDatabaseURL
+from storage.group_commit import GroupCommit, Pending
 from storage.leases import CLAIM_BATCH, Lease, Owner, OwnerKind
 from storage.records import (
     Approval,
@@ -69,7 +70,6 @@ RETRY_DELAYS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 """Backoff between attempts of a transaction whose connection failed: about 16 s in all."""
 
 _T = TypeVar("_T")
-_Pending = tuple[Transition, float, "asyncio.Future[Event]"]
 Connection = psycopg.AsyncConnection[DictRow]
 Work = Callable[[Connection], Awaitable[_T]]
 
@@ -114,8 +114,7 @@ class PostgresStore:
         self.owner = owner or Owner()
         self._pool = pool
         self._writes: set[asyncio.Task[Any]] = set()
-        self._pending: list[_Pending] = []
-        self._flusher: asyncio.Task[None] | None = None
+        self._commits = GroupCommit(self._write_batch)
 
     @classmethod
     async def open(cls, database_url: str, *, owner: Owner | None = None) -> PostgresStore:
@@ -168,8 +167,9 @@ class PostgresStore:
         return store
 
     async def close(self) -> None:
-        while self._writes or (self._flusher is not None and not self._flusher.done()):
-            waiting = [*self._writes, *([self._flusher] if self._flusher else [])]
+        while self._writes or self._commits.flushing is not None:
+            flushing = self._commits.flushing
+            waiting = [*self._writes, *([flushing] if flushing is not None else [])]
             await asyncio.wait(waiting)
         try:
             await self._write(
@@ -300,36 +300,11 @@ class PostgresStore:
         return event(await self._write(work), planned, now)
 
     def record(self, transition: Transition) -> asyncio.Future[Event]:
-        """Queue `transition` for the next group commit; the future gives its event."""
-        future: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
-        self._pending.append((transition, time.time(), future))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush(), name="store-group-commit")
-        return future
+        """Queue `transition` at once for the next group commit (storage.group_commit); the
+        future gives its event. Committed even if nobody awaits the future."""
+        return self._commits.record(transition)
 
-    async def _flush(self) -> None:
-        while self._pending:
-            batch, self._pending = self._pending, []
-            try:
-                outcomes = await self._write_batch(batch)
-            except BaseException as error:
-                for _, _, future in batch:
-                    if not future.done():
-                        future.set_exception(
-                            StorageError(f"could not save a state change: {error}")
-                        )
-                if not isinstance(error, Exception):
-                    raise
-                continue
-            for (_, _, future), outcome in zip(batch, outcomes, strict=True):
-                if future.done():
-                    continue
-                if isinstance(outcome, LeaseLost):
-                    future.set_exception(outcome)
-                else:
-                    future.set_result(outcome)
-
-    async def _write_batch(self, batch: Sequence[_Pending]) -> list[Event | LeaseLost]:
+    async def _write_batch(self, batch: Sequence[Pending]) -> list[Event | LeaseLost]:
         async def work(conn: Connection) -> list[Event | LeaseLost]:
             owned = await self._owned(conn, {t.run_id for t, _, _ in batch})
             kept = [(t, at) for t, at, _ in batch if t.run_id in owned]
@@ -605,7 +580,8 @@ class PostgresStore:
         await self._write(_statement(q("upsert_delivery_post"), row))
 
     async def unlanded_runs(self) -> list[str]:
-        return [str(row["id"]) for row in await self._fetchall(q("select_unlanded_runs"))]
+        params = {"owner": self.owner.id, "now": time.time()}
+        return [str(row["id"]) for row in await self._fetchall(q("select_unlanded_runs"), params)]
 
     async def runs_in_plan_style(self, plan_style: str, *, limit: int) -> list[RunRecord]:
         rows = await self._fetchall(
@@ -637,8 +613,12 @@ class PostgresStore:
         }
         return bool(await self._write(lambda conn: _ids(conn, q("claim_run"), params)))
 
-    async def renew_leases(self) -> set[str]:
-        params = {"owner": self.owner.id, "expires": time.time() + self.owner.lease_seconds}
+    async def renew_leases(self, also: Collection[str] = ()) -> set[str]:
+        params = {
+            "owner": self.owner.id,
+            "expires": time.time() + self.owner.lease_seconds,
+            "also": sorted(also),
+        }
         return set(await self._write(lambda conn: _ids(conn, q("renew_leases"), params)))
 
     async def lease(self, run_id: str) -> Lease | None:

@@ -102,6 +102,11 @@ CREATE INDEX steering_open ON steering (run_id, seq) WHERE handled_at IS NULL;
 -- Locks the run row: a run that ends meanwhile (its status update waits) cannot miss it.
 SELECT status FROM runs WHERE id = :id FOR UPDATE;
 
+-- name: migration_8
+-- `runs <prefix>` and `/dagbot cancel <prefix>` compare ids in byte order (COLLATE "C", as
+-- SQLite does); the primary key is in the database's collation, so the range needs its own index.
+CREATE INDEX runs_id_bytewise ON runs (id COLLATE "C");
+
 -- name: schema_version_table
 CREATE TABLE IF NOT EXISTS dagbot_schema (version INTEGER NOT NULL);
 
@@ -147,6 +152,11 @@ WHERE id IN (
     ORDER BY created_at LIMIT :limit
     FOR UPDATE SKIP LOCKED
 )
+RETURNING id;
+
+-- name: renew_leases
+UPDATE runs SET lease_expires_at = :expires
+WHERE owner = :owner AND (status IN ('planning', 'running') OR id = ANY(:also))
 RETURNING id;
 
 -- name: select_owned

@@ -147,6 +147,10 @@ CREATE TABLE steering (
 );
 CREATE INDEX steering_open ON steering (run_id, seq) WHERE handled_at IS NULL;
 
+-- name: migration_8
+-- Nothing on SQLite: `runs <prefix>` walks the primary key, whose ids compare bytewise already.
+-- On PostgreSQL an index in byte order (postgres.sql) serves the same range.
+
 -- name: insert_run
 INSERT INTO runs (id, goal, status, requester, thread_key, parent_run_id, meta_json,
                   created_at, updated_at, owner, owner_kind, lease_expires_at)
@@ -267,9 +271,12 @@ INSERT INTO delivery_posts (run_id, post_key, message) VALUES (:run_id, :post_ke
 ON CONFLICT (run_id, post_key) DO UPDATE SET message = excluded.message;
 
 -- name: select_unlanded_runs
--- Finished runs with a delivery whose last terminal event is not yet shown, oldest first.
+-- Finished runs with a delivery whose last terminal event is not yet shown, oldest first; only
+-- those this owner may land: its own, or those whose lease ran out (another live process is
+-- landing the rest, and keeps their leases meanwhile).
 SELECT runs.id FROM runs JOIN deliveries ON deliveries.run_id = runs.id
 WHERE runs.status IN ('succeeded', 'failed', 'cancelled')
+  AND (runs.owner = :owner OR runs.lease_expires_at IS NULL OR runs.lease_expires_at < :now)
   AND COALESCE(deliveries.landed_seq, 0) < (
       SELECT MAX(events.seq) FROM events
       WHERE events.run_id = runs.id AND events.kind IN ('run_finished', 'run_cancelled'))
@@ -337,8 +344,11 @@ WHERE id = :id AND owner_kind = :kind
 RETURNING id;
 
 -- name: renew_leases
+-- The unfinished runs, and those in the JSON array :also (finished runs whose last messages
+-- this process is still delivering: nobody else may land them meanwhile).
 UPDATE runs SET lease_expires_at = :expires
-WHERE owner = :owner AND status IN ('planning', 'running')
+WHERE owner = :owner
+  AND (status IN ('planning', 'running') OR id IN (SELECT value FROM json_each(:also)))
 RETURNING id;
 
 -- name: release_leases

@@ -31,6 +31,7 @@ from storage.errors import (
     UnsupportedDatabaseURL,
 )
 from storage.faults import FaultPolicy, FileIdentity, backoff, is_write_fault
+from storage.group_commit import GroupCommit, Pending
 from storage.leases import CLAIM_BATCH, Lease, Owner, OwnerKind
 from storage.opening import (
     check_header,
@@ -63,7 +64,6 @@ INBOX_RETENTION_SECONDS = 7 * 24 * 3600
 log = logging.getLogger("dagbot.storage")
 
 _T = TypeVar("_T")
-_Pending = tuple[Transition, float, "asyncio.Future[Event]"]
 Work = Callable[[sqlite3.Connection], _T]
 """A write transaction's body: plain sqlite3 calls, run in the connection's thread in one hop."""
 
@@ -112,8 +112,7 @@ class SqliteStore:
             self._write_lock if reader is writer else contextlib.nullcontext()
         )
         self._writes: set[asyncio.Task[Any]] = set()
-        self._pending: list[_Pending] = []
-        self._flusher: asyncio.Task[None] | None = None
+        self._commits = GroupCommit(self._write_batch)
         self.commits = 0
         """Write transactions committed by this store (tests and benchmarks count them)."""
 
@@ -146,8 +145,9 @@ class SqliteStore:
 
     async def close(self) -> None:
         """Commit the writes already handed in (their callers may have gone), then close."""
-        while self._writes or (self._flusher is not None and not self._flusher.done()):
-            waiting = [*self._writes, *([self._flusher] if self._flusher else [])]
+        while self._writes or self._commits.flushing is not None:
+            flushing = self._commits.flushing
+            waiting = [*self._writes, *([flushing] if flushing is not None else [])]
             await asyncio.wait(waiting)
         with contextlib.suppress(StorageError):
             # A clean stop hands this process's runs to the next one at once.
@@ -300,44 +300,11 @@ class SqliteStore:
         return codec.event(await self._write(work), planned, now)
 
     def record(self, transition: Transition) -> asyncio.Future[Event]:
-        """Queue `transition` at once for the next group commit; the future gives its event.
+        """Queue `transition` at once for the next group commit (storage.group_commit); the
+        future gives its event. Committed even if nobody awaits the future."""
+        return self._commits.record(transition)
 
-        The transition is committed even if nobody awaits the future (or the awaiting task is
-        cancelled): the batch is written by the store's own flusher task, not by the caller.
-        Transitions commit in the order record() was called.
-        """
-        future: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
-        self._pending.append((transition, time.time(), future))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush(), name="store-group-commit")
-        return future
-
-    async def _flush(self) -> None:
-        # Transitions that arrive while a batch is being written wait for the next batch: under
-        # load every transaction carries many transitions, which is what keeps persistence cheap.
-        # Batches are written in arrival order, so transitions commit in the order recorded.
-        while self._pending:
-            batch, self._pending = self._pending, []
-            try:
-                events = await self._write_batch(batch)
-            except BaseException as error:
-                # The same kind of error (full, file replaced...) so callers can tell them apart.
-                kind = type(error) if isinstance(error, StorageError) else StorageError
-                for _, _, future in batch:
-                    if not future.done():
-                        future.set_exception(kind(f"could not save a state change: {error}"))
-                if not isinstance(error, Exception):
-                    raise
-                continue
-            for (_, _, future), outcome in zip(batch, events, strict=True):
-                if future.done():
-                    continue
-                if isinstance(outcome, LeaseLost):
-                    future.set_exception(outcome)
-                else:
-                    future.set_result(outcome)
-
-    async def _write_batch(self, batch: Sequence[_Pending]) -> list[Event | LeaseLost]:
+    async def _write_batch(self, batch: Sequence[Pending]) -> list[Event | LeaseLost]:
         owned: set[str] = set()
 
         # One statement per kind of row; the whole transaction is one hop to the connection's
@@ -402,9 +369,13 @@ class SqliteStore:
         }
         return bool(await self._write(partial(_ids, query("claim_run"), params)))
 
-    async def renew_leases(self) -> set[str]:
-        """Extend this owner's leases; the unfinished runs it still owns."""
-        params = {"owner": self.owner.id, "expires": time.time() + self.owner.lease_seconds}
+    async def renew_leases(self, also: Collection[str] = ()) -> set[str]:
+        """Extend this owner's leases; the runs renewed (see Store.renew_leases)."""
+        params = {
+            "owner": self.owner.id,
+            "expires": time.time() + self.owner.lease_seconds,
+            "also": json.dumps(sorted(also)),
+        }
         return set(await self._write(partial(_ids, query("renew_leases"), params)))
 
     async def lease(self, run_id: str) -> Lease | None:
@@ -664,7 +635,8 @@ class SqliteStore:
         await self._write(_statement(query("upsert_delivery_post"), row))
 
     async def unlanded_runs(self) -> list[str]:
-        rows = await self._fetchall(query("select_unlanded_runs"))
+        params = {"owner": self.owner.id, "now": time.time()}
+        rows = await self._fetchall(query("select_unlanded_runs"), params)
         return [row["id"] for row in rows]
 
     async def runs_in_plan_style(self, plan_style: str, *, limit: int) -> list[RunRecord]:

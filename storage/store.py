@@ -216,7 +216,8 @@ class Store(Protocol):
 
     async def unlanded_runs(self) -> list[str]:
         """Every finished run with a delivery that does not show its last terminal event yet,
-        oldest first, however many there are."""
+        oldest first, however many there are: those leased to this owner or whose lease ran
+        out (a live process landing a run keeps its lease: see `renew_leases`)."""
         ...
 
     async def runs_in_plan_style(self, plan_style: str, *, limit: int) -> list[RunRecord]:
@@ -237,8 +238,10 @@ class Store(Protocol):
         or is already this owner's. False otherwise."""
         ...
 
-    async def renew_leases(self) -> set[str]:
-        """Extend this owner's leases by its lease time; the unfinished runs it still owns."""
+    async def renew_leases(self, also: Collection[str] = ()) -> set[str]:
+        """Extend this owner's leases by its lease time: those of the unfinished runs it still
+        owns, and of the runs in `also` it still owns whatever their status (finished runs whose
+        messages it is still delivering). Returns the runs renewed."""
         ...
 
     async def lease(self, run_id: str) -> Lease | None:

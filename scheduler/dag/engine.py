@@ -38,6 +38,7 @@ from scheduler.dag.kinds import rules
 from scheduler.dag.ownership import LeaseKeeper
 from scheduler.dag.plan import Plan, PlanTask, TaskKind
 from scheduler.dag.retry import PLANNING, RetryPolicies, retry_delay
+from scheduler.dag.run_records import RunRecords
 from scheduler.dag.slots import SlotPolicy, SlotPool
 from scheduler.dag.state import Run, RunView, TaskState
 from scheduler.dag.validation import DEFAULT_MAX_TASKS, validate_plan
@@ -49,7 +50,6 @@ from storage.records import (
     NewSteering,
     SteeringRecord,
     UsageRecord,
-    UsageTotal,
 )
 from storage.store import Store
 
@@ -88,7 +88,10 @@ class EngineConfig:
     """How often a run with tasks awaiting approval reads decisions taken by other processes."""
 
 
-class Engine:
+class Engine(RunRecords):
+    """Runs plans: submits, resumes, cancels and drives runs; front ends read runs and keep
+    their own records through the methods it inherits from RunRecords."""
+
     def __init__(
         self,
         store: Store,
@@ -103,7 +106,7 @@ class Engine:
         """`estimate` gives a task's expected cost for critical-path priorities; by default,
         per-tool durations learned from the store's history, else weights by kind.
         `needs_approval` tells the tasks that wait for a person's approval before they run."""
-        self.store = store
+        super().__init__(store)
         self.bus = bus or EventBus()
         self.drafts = Drafts()
         """Text tasks write while they run (summaries), for front ends to show live."""
@@ -341,52 +344,28 @@ class Engine:
         been started or resumed here)."""
         self._keeper.hooks.append(hook)
 
+    def holds(self, run_id: str | None) -> bool:
+        """Whether this process may still speak for `run_id` (None: for the runs it holds), by
+        its own clock, without asking the database (see LeaseKeeper.holds): front ends check it
+        right before each write to the outside world."""
+        return self._keeper.holds(run_id)
+
+    def keep_leased(self, runs: Callable[[], Collection[str]]) -> None:
+        """Keep renewing the leases this process holds on `runs()` (asked every round) even
+        once they are finished: a front end still delivering a run's last messages must not
+        have another process take the run and deliver them a second time."""
+        self._keeper.also_kept.append(runs)
+
     async def take(self, run_id: str) -> bool:
         """Lease a run to this process without working on it (e.g. to land a finished run's
         last messages after its process died); False while another live process holds it."""
-        return await self.store.claim_run(run_id)
+        self._keeper.start()  # the lease taken must be renewed while the run is landed here
+        if not await self.store.claim_run(run_id):
+            return False
+        self._keeper.lost.discard(run_id)
+        return True
 
-    # -- reads and front-end bookkeeping (front ends reach storage only through these) ---------
-
-    async def get_run(self, run_id: str) -> Run | None:
-        """The run as stored, or None."""
-        record = await self.store.get_run(run_id)
-        return Run.from_record(record) if record is not None else None
-
-    async def find_run(self, id_or_prefix: str) -> Run | None:
-        """A run by id or unambiguous id prefix (what `runs <prefix>` and cancel accept)."""
-        record = await self.store.find_run(id_or_prefix) if id_or_prefix else None
-        return Run.from_record(record) if record is not None else None
-
-    async def recent_runs(self, *, requester: str | None = None, limit: int = 20) -> list[Run]:
-        """The newest runs first, of one requester or of everyone."""
-        records = await self.store.recent_runs(requester=requester, limit=limit)
-        return [Run.from_record(record) for record in records]
-
-    async def latest_run_in_thread(self, thread_key: str) -> Run | None:
-        """The newest run started in a thread (a follow-up mention continues it)."""
-        record = await self.store.latest_run_in_thread(thread_key)
-        return Run.from_record(record) if record is not None else None
-
-    async def events(self, run_id: str) -> list[Event]:
-        """The run's committed events in order."""
-        return await self.store.events(run_id)
-
-    async def last_event(self, run_id: str, kinds: Collection[EventKind]) -> Event | None:
-        """The run's latest committed event of one of `kinds`, or None."""
-        return await self.store.last_event(run_id, kinds)
-
-    async def usage(self, run_id: str) -> list[UsageTotal]:
-        """LLM token usage of the run, per task and model."""
-        return await self.store.usage(run_id)
-
-    async def claim_delivery(self, delivery_id: str) -> bool:
-        """True the first time an external event id is seen, False on every redelivery."""
-        return await self.store.claim_delivery(delivery_id)
-
-    async def update_meta(self, run_id: str, patch: dict[str, object]) -> Run:
-        """Merge `patch` into the run's front-end metadata (None deletes a key); the run after."""
-        return Run.from_record(await self.store.update_meta(run_id, dict(patch)))
+    # -- reads and front-end bookkeeping: scheduler.dag.run_records (RunRecords) -------------
 
     async def view(self, run_id: str) -> RunView:
         record = await self.store.get_run(run_id)
@@ -414,14 +393,20 @@ class Engine:
         while self._drivers:
             await asyncio.wait(list(self._drivers.values()))
 
-    async def close(self) -> None:
-        """Stop working without marking anything: unfinished runs resume on the next start."""
-        await self._keeper.stop()
+    async def stop_runs(self) -> None:
+        """Stop working on runs without marking anything (they resume on the next start); the
+        leases are still renewed until `close`, so a front end can land what it has in hand."""
+        await self._keeper.stop_rounds()  # nothing more is taken over
         drivers = list(self._drivers.values())
         for driver in drivers:
             driver.cancel()
         if drivers:
             await asyncio.wait(drivers)
+
+    async def close(self) -> None:
+        """Stop working without marking anything: unfinished runs resume on the next start."""
+        await self.stop_runs()
+        await self._keeper.stop()
 
     # -- driving one run -------------------------------------------------------------------------
 
@@ -454,6 +439,7 @@ class Engine:
 
     def _start(self, run_id: str, *, given_plan: Plan | None, resumed: bool) -> None:
         self._keeper.start()
+        self._keeper.lost.discard(run_id)  # claimed (back): ours again
         driver = asyncio.create_task(
             self._drive(run_id, given_plan, resumed), name=f"dagbot run {run_id}"
         )

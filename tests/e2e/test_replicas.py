@@ -39,7 +39,7 @@ from tests.e2e.slack_harness import (
 )
 from tests.e2e.test_slack_process import BotProcess, free_port
 from tests.fakes.openai_server import ChatRequest, FakeOpenAI, Reply, fake_openai_server
-from tests.fakes.slack_api import FakeSlack, fake_slack_server
+from tests.fakes.slack_api import FakeClock, FakeSlack, fake_slack_server
 from tests.fakes.slack_requests import SlackSender
 from tests.support.postgres import fresh_database
 
@@ -98,9 +98,9 @@ async def stored_runs(database_url: str) -> list[dict[str, Any]]:
         await store.close()
 
 
-def summaries(slack: FakeSlack, thread_ts: str) -> int:
+def summaries(slack: FakeSlack, channel: str, thread_ts: str) -> int:
     """Summaries shown whole: a summary still streaming is written before its run has ended."""
-    return sum(SUMMARY in m.text and not m.streaming for m in slack.replies(CHANNEL, thread_ts))
+    return sum(SUMMARY in m.text and not m.streaming for m in slack.replies(channel, thread_ts))
 
 
 @pytest.fixture
@@ -143,7 +143,7 @@ async def test_a_killed_replica_s_run_is_finished_by_the_other(
             await first.kill()
             killed.set()
             calls_at_kill = len(slack.calls)
-            await slack.wait_for(lambda s: summaries(s, root.ts) >= 1, within=WAIT)
+            await slack.wait_for(lambda s: summaries(s, CHANNEL, root.ts) >= 1, within=WAIT)
             assert await second.stop() == 0, second.log
 
     assert "resumed 1 unfinished run(s) whose process stopped" in second.log
@@ -152,26 +152,22 @@ async def test_a_killed_replica_s_run_is_finished_by_the_other(
     assert updates
     assert {c.body["ts"] for c in updates} == {plan_ts}  # the plan message, edited in place
     assert len([c for c in slack.calls_to("chat.postMessage") if "task_card" in c.block_types]) == 1
-    assert summaries(slack, root.ts) == 1
+    assert summaries(slack, CHANNEL, root.ts) == 1
     [stored] = await stored_runs(database_url)
     assert stored["run"].status is RunStatus.SUCCEEDED
     assert stored["resumed"] == 1
     assert stored["attempts"] == {"t1": 1, "t2": 1, "t3": 2, "t4": 1}  # only t3 ran again
 
 
-async def log_line(process: BotProcess, text: str) -> None:
+async def log_line(process: BotProcess, text: str, *, within: float = WAIT) -> None:
     """Until `process` has logged a line containing `text` (its stderr is read as it comes)."""
-    async with asyncio.timeout(WAIT):
+    async with asyncio.timeout(within):
         while True:
             if any(text in line for line in process.lines):
                 return
             await asyncio.sleep(0.05)
 
 
-@pytest.mark.skip(
-    reason="flaky: about one run in four times out or fails after the takeover (issue 9 stays "
-    "open until it is understood)"
-)
 async def test_a_replica_paused_past_its_lease_stops_and_posts_nothing(
     tmp_path: Path, postgres_url: str
 ) -> None:
@@ -197,17 +193,20 @@ async def test_a_replica_paused_past_its_lease_stops_and_posts_nothing(
                 await openai.wait_for_requests(2)  # the plan, then the held llm step
             first.process.send_signal(signal.SIGSTOP)  # a long GC pause, a frozen VM...
             try:
-                await slack.wait_for(lambda s: summaries(s, root.ts) >= 1, within=WAIT)
-            finally:
-                resumed_elsewhere.set()
-                first.process.send_signal(signal.SIGCONT)
-            # The paused replica wakes up with its step answered: its commit is refused.
-            await log_line(first, "stopped working on it here")
+                try:
+                    await slack.wait_for(lambda s: summaries(s, CHANNEL, root.ts) >= 1, within=60)
+                finally:
+                    resumed_elsewhere.set()
+                    first.process.send_signal(signal.SIGCONT)
+                # The paused replica wakes up with its step answered: its commit is refused.
+                await log_line(first, "stopped working on it here", within=60)
+            except (AssertionError, TimeoutError):
+                raise AssertionError(f"first:\n{first.log}\n\nsecond:\n{second.log}") from None
             assert await first.stop() == 0, first.log
             assert await second.stop() == 0, second.log
 
     assert "resumed 1 unfinished run(s) whose process stopped" in second.log
-    assert summaries(slack, root.ts) == 1
+    assert summaries(slack, CHANNEL, root.ts) == 1
     assert len([c for c in slack.calls_to("chat.postMessage") if "task_card" in c.block_types]) == 1
     [stored] = await stored_runs(postgres_url)
     assert stored["run"].status is RunStatus.SUCCEEDED
@@ -235,20 +234,59 @@ async def test_one_delivery_sent_to_both_replicas_at_once_makes_one_run(
                     one.event(event, event_id="EvSAME"), two.event(event, event_id="EvSAME")
                 )
             assert [d.status for d in deliveries] == [200, 200]
-            await slack.wait_for(lambda s: summaries(s, root.ts) >= 1, within=WAIT)
+            await slack.wait_for(lambda s: summaries(s, CHANNEL, root.ts) >= 1, within=WAIT)
             # A clean stop finishes every delivery in hand: nothing is left to create a run.
             assert await first.stop() == 0, first.log
             assert await second.stop() == 0, second.log
 
     assert len(await stored_runs(database_url)) == 1
     assert len([c for c in slack.calls_to("chat.postMessage") if "task_card" in c.block_types]) == 1
-    assert summaries(slack, root.ts) == 1
+    assert summaries(slack, CHANNEL, root.ts) == 1
     assert len([r for r in openai.requests if r.is_plan_request]) == 1
 
 
+SPEED = 10.0
+"""Slack's clock in the 200-run test runs this much faster (the fake's and the bots' budgets
+alike): every rate limit holds, on minutes of 6 s."""
+CHANNELS = 10
+
+
+def duplicated_threads(slack: FakeSlack, roots: list[Any], bots: list[BotProcess]) -> str:
+    """What a thread that got more than one summary holds, and what the bots said about it."""
+    report = []
+    for root in roots:
+        if summaries(slack, root.channel, root.ts) <= 1:
+            continue
+        report.append(f"thread {root.channel} {root.ts}:")
+        for message in slack.replies(root.channel, root.ts):
+            report.append(
+                f"  {message.ts} streaming={message.streaming} metadata={message.metadata} "
+                f"edits={message.edits} text={message.text[:60]!r}"
+            )
+        seen = {root.ts, *(m.ts for m in slack.replies(root.channel, root.ts))}
+        calls = [c for c in slack.calls if {c.body.get("thread_ts"), c.body.get("ts")} & seen]
+        report.extend(
+            f"  call {c.seq} {c.method} {c.body.get('ts')} {c.status} {c.error} "
+            f"{c.response.get('ts')} {str(c.body.get('metadata'))[:90]}"
+            for c in calls
+        )
+        run_ids = {
+            str(m.metadata["event_payload"]["run_id"])
+            for m in slack.replies(root.channel, root.ts)
+            if m.metadata
+        }
+        for n, bot in enumerate(bots):
+            report.extend(
+                f"  bot{n}: {line}" for line in bot.lines if any(r in line for r in run_ids)
+            )
+    return "\n".join(report)
+
+
 @pytest.mark.skip(
-    reason="not yet passing: 200 runs over two replicas do not all get their summary within 480 s "
-    "(issue 9 stays open until it does)"
+    reason="rare: passes alone in about 40-55 s (10 of 10 runs), but in one loaded full suite one "
+    "run of 200 stayed 'running' after its summary task succeeded (no run_finished, its lease "
+    "renewed by its live process); the duplicate summaries this test found are fixed. Issue 9 "
+    "stays open until that stuck run is understood"
 )
 @pytest.mark.timeout(600)  # the hang guard only: 400 LLM calls and 600 Slack calls in all
 async def test_two_hundred_runs_over_two_replicas_each_finish_once(
@@ -256,7 +294,7 @@ async def test_two_hundred_runs_over_two_replicas_each_finish_once(
 ) -> None:
     database_url = postgres_url
     async with (
-        fake_slack_server() as slack,
+        fake_slack_server(clock=FakeClock(speed=SPEED)) as slack,
         fake_openai_server() as openai,
     ):
         openai.respond_with(
@@ -264,10 +302,16 @@ async def test_two_hundred_runs_over_two_replicas_each_finish_once(
         )
         # No takeover here: a longer lease keeps a replica starved by the load of this test
         # from losing runs it is still working on.
-        env = {**env_for(slack, openai, tmp_path, database_url), "DAGBOT_LEASE_SECONDS": "5"}
+        env = {
+            **env_for(slack, openai, tmp_path, database_url),
+            "DAGBOT_LEASE_SECONDS": "5",
+            "DAGBOT_SLACK_CLOCK_SPEED": str(SPEED),
+        }
         async with replicas(env, tmp_path) as bots:
             roots = [
-                slack.add_message(CHANNEL, f"<@{slack.bot_user_id}> goal {n}", user=ALICE)
+                slack.add_message(
+                    f"C0CHAN{n % CHANNELS:04d}", f"<@{slack.bot_user_id}> goal {n}", user=ALICE
+                )
                 for n in range(RUNS)
             ]
             async with contextlib.AsyncExitStack() as stack:
@@ -282,7 +326,7 @@ async def test_two_hundred_runs_over_two_replicas_each_finish_once(
                         sender = senders[n % 2]
                         root = roots[n]
                         sent = await sender.mention(
-                            root.text, user=ALICE, channel=CHANNEL, ts=root.ts
+                            root.text, user=ALICE, channel=root.channel, ts=root.ts
                         )
                         return sent.status
 
@@ -290,19 +334,26 @@ async def test_two_hundred_runs_over_two_replicas_each_finish_once(
             assert set(statuses) == {200}
             try:
                 await slack.wait_for(
-                    lambda s: all(summaries(s, root.ts) >= 1 for root in roots), within=480
+                    lambda s: all(summaries(s, r.channel, r.ts) >= 1 for r in roots), within=480
                 )
             except AssertionError:
-                done = sum(summaries(slack, root.ts) >= 1 for root in roots)
+                done = sum(summaries(slack, r.channel, r.ts) >= 1 for r in roots)
                 tails = "\n---\n".join("\n".join(b.lines[-15:]) for b in bots)
                 raise AssertionError(f"{done} of {RUNS} runs summarised:\n{tails}") from None
             for bot in bots:
                 assert await bot.stop() == 0, bot.log
 
         stored = await stored_runs(database_url)
+        counts = Counter(summaries(slack, r.channel, r.ts) for r in roots)
+        assert counts == {1: RUNS}, duplicated_threads(slack, roots, bots)
+        plans = Counter(
+            (c.body["channel"], c.body.get("thread_ts"))
+            for c in slack.calls_to("chat.postMessage")
+            if c.ok and "task_card" in c.block_types
+        )
+        assert sorted(plans.values()) == [1] * RUNS
     assert len(stored) == RUNS
     assert {s["run"].status for s in stored} == {RunStatus.SUCCEEDED}
-    assert Counter(summaries(slack, root.ts) for root in roots) == {1: RUNS}
     assert all(s["attempts"] == {"s": 1} for s in stored)
 
 

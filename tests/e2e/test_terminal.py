@@ -30,6 +30,7 @@ from storage.records import RunStatus, TaskStatus
 from storage.sqlite import open_store
 from tests.fakes.mcp_test_server import stdio_entry, time_server_entry
 from tests.fakes.openai_server import FAKE_API_KEY, ChatRequest, FakeOpenAI, Reply
+from tests.support.postgres import fresh_database
 
 RUN_ID = re.compile(r"run ([0-9a-f]+) planning")
 SUMMARY_TEXT = "Both barriers passed together, and it is morning in Tokyo."
@@ -354,6 +355,19 @@ async def test_ctrl_c_cancels_the_run_and_records_it(terminal: Terminal) -> None
     )
     code, listing = await terminal.run("runs")
     assert re.search(rf"{bot.run_id}\s+cancelled", listing.stdout), listing.stdout
+
+
+async def test_run_and_runs_work_on_postgresql(terminal: Terminal) -> None:
+    terminal.answer(wire(summary_task("t1"), title="Say hello"))
+    async with fresh_database() as url:
+        code, bot = await terminal.run("run", "Say hello", DATABASE_URL=url)
+        assert code == 0, bot.stderr
+        code, listing = await terminal.run("runs", DATABASE_URL=url)
+        assert code == 0, listing.stderr
+        assert re.search(rf"{bot.run_id}\s+succeeded", listing.stdout), listing.stdout
+        code, details = await terminal.run("runs", bot.run_id[:6], DATABASE_URL=url)
+        assert code == 0, details.stderr
+        assert f"Run {bot.run_id} · succeeded" in details.stdout
 
 
 # -- bad input ------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -11,6 +12,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
+from bot.budgeted_client import LeaseLapsed, speak_for
 from bot.slack_client import (
     SLACK_API_URL,
     GatewayErrorRetryHandler,
@@ -120,3 +122,23 @@ def test_error_classification(error: Exception, code: str, transient: bool) -> N
 def test_retry_after(headers: dict[str, str], expected: float | None) -> None:
     assert retry_after(_api_error(429, "ratelimited", headers)) == expected
     assert retry_after(ValueError()) is None
+
+
+async def test_a_call_made_for_a_run_this_process_no_longer_holds_is_not_sent(
+    slack: FakeSlack,
+) -> None:
+    client = make_client(slack.bot_token, slack.base_url, holds=lambda run_id: run_id != "taken")
+
+    async def post_for(run_id: str) -> None:
+        speak_for(run_id)
+        await client.chat_postMessage(channel="C1", text=f"for {run_id}")
+
+    with pytest.raises(LeaseLapsed, match="may no longer hold run taken"):
+        await asyncio.create_task(post_for("taken"))
+    assert is_transient(LeaseLapsed("x"))  # tried again once the next renewal has told
+    await asyncio.create_task(post_for("held"))
+    await client.chat_postMessage(channel="C1", text="for no run")  # e.g. a reply to a user
+    assert [c.body["text"] for c in slack.calls_to("chat.postMessage")] == [
+        "for held",
+        "for no run",
+    ]

@@ -13,6 +13,7 @@ from storage.connect import open_store as open_any
 from storage.errors import DatabaseUnusable, LeaseLost, StorageError, UnsupportedDatabaseURL
 from storage.leases import Owner, OwnerKind
 from storage.records import (
+    Delivery,
     EventKind,
     NewRun,
     RunStatus,
@@ -617,6 +618,41 @@ async def test_a_live_lease_is_not_claimed_and_an_expired_one_by_exactly_one(
     finally:
         for opened in (holder, live, *claimers):
             await opened.close()
+
+
+async def finished_unlanded(store: Store) -> str:
+    run_id = await planned_run(store)
+    await store.record(
+        Transition(run_id=run_id, kind=EventKind.RUN_FINISHED, run_status=RunStatus.SUCCEEDED)
+    )
+    await store.save_delivery(Delivery(run_id=run_id))
+    return run_id
+
+
+async def test_a_finished_run_being_landed_stays_leased_and_is_not_offered_to_others(
+    database_url: str,
+) -> None:
+    # A replica still posting a finished run's summary keeps its lease; another replica looking
+    # for runs to land does not see it, and sees it again once that lease has run out.
+    lander = await open_any(database_url, owner=Owner(lease_seconds=60.0))
+    other = await open_any(database_url)
+    try:
+        landing = await finished_unlanded(lander)
+        assert await lander.renew_leases() == set()  # finished: not renewed unless asked
+        assert await lander.renew_leases(also={landing, "unknown"}) == {landing}
+        assert await other.renew_leases(also={landing}) == set()  # not its run
+        assert await lander.unlanded_runs() == [landing]
+        assert await other.unlanded_runs() == []
+        assert not await other.claim_run(landing)
+    finally:
+        await other.close()
+        await lander.close()  # a clean stop releases the lease: another process may land it
+    other = await open_any(database_url)
+    try:
+        assert await other.unlanded_runs() == [landing]
+        assert await other.claim_run(landing)
+    finally:
+        await other.close()
 
 
 async def test_a_group_commit_keeps_the_transitions_of_runs_still_owned(

@@ -9,13 +9,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
+from storage.connect import open_store as open_any
 from storage.errors import DatabaseUnusable
 from storage.opening import shut_down_uncleanly
 from storage.records import NewRun
 from storage.sql import query
 from storage.sqlite import SqliteStore
+from tests.support.postgres import fresh_database
 
 # query name -> parameters; each must find its rows by index, without a temp B-tree sort.
 INDEXED: dict[str, dict[str, Any]] = {
@@ -113,3 +116,20 @@ async def test_integrity_is_checked_only_after_an_unclean_shutdown(tmp_path: Pat
     assert shut_down_uncleanly(path)
     with pytest.raises(DatabaseUnusable, match="corrupt"):
         await SqliteStore.open(str(path))
+
+
+async def test_postgresql_finds_runs_by_id_prefix_through_an_index() -> None:
+    async with fresh_database() as url:
+        store = await open_any(url)
+        await store.close()
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            # An empty table is read whole whatever the indexes: ask for the plan it would use
+            # were scanning costly, as on a table of many runs.
+            await conn.execute("SET enable_seqscan = off")
+            cursor = await conn.execute(
+                "EXPLAIN " + query("select_runs_by_prefix", "postgres"),
+                {"prefix": "ab", "prefix_end": "ab\U0010ffff"},
+            )
+            plan = "\n".join(str(row[0]) for row in await cursor.fetchall())
+    assert "runs_id_bytewise" in plan, plan
+    assert "Seq Scan" not in plan, plan
