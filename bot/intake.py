@@ -17,6 +17,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.payloads import (
     CommandKind,
+    Mention,
     Press,
     PressKind,
     SlashCommand,
@@ -39,6 +40,7 @@ from bot.replies import (
     requested_text,
 )
 from bot.slack_client import error_code, is_transient
+from bot.wording import STEERING_RECEIVED
 from scheduler.dag.engine import Engine
 from scheduler.dag.state import Run
 
@@ -183,6 +185,7 @@ class Intake:
                 return
             if steered:
                 log.info("run %s steered by a mention from %s", parent.id, mention.user)
+                self.tasks.spawn(self._acknowledge(mention), f"acknowledge {mention.event_id}")
                 return
             # It ended meanwhile: a follow-up run, as for any finished run.
         # Claiming the event id and recording the run are one transaction: a crash between
@@ -199,6 +202,16 @@ class Intake:
             log.info("ignoring redelivered event %s", mention.event_id)
             return
         log.info("run %s started from a mention by %s", run.id, mention.user)
+
+    async def _acknowledge(self, mention: Mention) -> None:
+        """React to a steering mention, so its author sees at once that the run has it."""
+        try:
+            await self.client.reactions_add(
+                channel=mention.channel, timestamp=mention.ts, name=STEERING_RECEIVED
+            )
+        except SlackApiError as error:
+            if error_code(error) != "already_reacted":
+                log.warning("could not acknowledge %s: %s", mention.event_id, _slack_error(error))
 
     async def _post(self, channel: str, thread_ts: str, text: str) -> None:
         try:

@@ -111,6 +111,8 @@ class Mention:
     user: str
     thread_ts: str
     """Root of the thread the replies go into: the mention itself, or the thread it was made in."""
+    ts: str
+    """The mention message itself (what an acknowledgement reacts to)."""
     goal: str
 
     @property
@@ -214,6 +216,7 @@ def parse_mention(body: Mapping[str, Any], bot_user_id: str | None) -> Mention |
         channel=envelope.event.channel,
         user=envelope.event.user,
         thread_ts=envelope.event.thread_ts or envelope.event.ts,
+        ts=envelope.event.ts,
         goal=unescape(strip_bot_mentions(envelope.event.text, bot_user_id)),
     )
 

@@ -33,6 +33,7 @@ METHOD_TIERS: dict[str, int] = {
     "conversations.replies": TIER_3,
     "views.publish": TIER_4,
     "users.info": TIER_4,
+    "reactions.add": TIER_3,
 }
 PER_CHANNEL_METHODS = frozenset({"chat.postMessage"})
 # "One message per second per channel, short bursts allowed": two at once, then 0.9 a second.

@@ -102,6 +102,12 @@ def more_tasks(count: int, detail: str = "") -> str:
     return f"{line}: {detail}" if detail else line
 
 
+STEERING_RECEIVED = "eyes"
+"""The reaction on a mention that steers a running run: seen, and handed to the run (the plan
+message shows the revision; a message that comes during the final answer becomes a follow-up).
+One reaction costs a Tier 3 call and adds no message to the thread."""
+
+
 def round_line(number: int, reason: str) -> str:
     """`Round 2: Paris is missing` (why a plan grew a round)."""
     return f"Round {number}: {one_line(reason)}"

@@ -446,6 +446,10 @@ class PostgresStore:
 
         await self._write(work)
 
+    async def late_steering(self, limit: int = 50) -> list[SteeringRecord]:
+        rows = await self._fetchall(q("select_late_steering"), {"limit": limit})
+        return [steering_from_row(row) for row in rows]
+
     async def get_tasks(self, run_id: str) -> list[TaskRecord]:
         return [
             task_from_row(row)

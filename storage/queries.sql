@@ -374,6 +374,14 @@ SELECT * FROM steering WHERE run_id = :run_id AND handled_at IS NULL ORDER BY se
 -- name: close_steering
 UPDATE steering SET handled_at = :at WHERE seq = :seq AND handled_at IS NULL;
 
+-- name: select_late_steering
+-- Messages still open on runs that have ended: their follow-up runs were never started (the
+-- process stopped between the run's end and the follow-up), oldest first.
+SELECT steering.* FROM steering JOIN runs ON runs.id = steering.run_id
+WHERE steering.handled_at IS NULL AND runs.status IN ('succeeded', 'failed', 'cancelled')
+ORDER BY steering.seq
+LIMIT :limit;
+
 -- name: revise_plan
 UPDATE runs SET plan_json = :plan_json, updated_at = :at WHERE id = :id;
 

@@ -523,6 +523,10 @@ class SqliteStore:
     async def close_steering(self, seq: int) -> None:
         await self._write(_statement(query("close_steering"), {"seq": seq, "at": time.time()}))
 
+    async def late_steering(self, limit: int = 50) -> list[SteeringRecord]:
+        rows = await self._fetchall(query("select_late_steering"), {"limit": limit})
+        return [codec.steering_from_row(row) for row in rows]
+
     # -- reads --------------------------------------------------------------------------------
 
     async def _fetchall(self, sql: str, params: dict[str, Any] | None = None) -> list[sqlite3.Row]:

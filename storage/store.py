@@ -104,6 +104,10 @@ class Store(Protocol):
         """Mark a steering message handled."""
         ...
 
+    async def late_steering(self, limit: int = 50) -> list[SteeringRecord]:
+        """Steering messages still open on runs that have ended, oldest first (at most `limit`)."""
+        ...
+
     async def update_meta(self, run_id: str, patch: dict[str, Any]) -> RunRecord:
         """Merge `patch` into the run's front-end metadata (None values delete keys).
 

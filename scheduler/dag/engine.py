@@ -214,6 +214,7 @@ class Engine(RunRecords):
         ]
         for run_id in resumed:
             self._start(run_id, given_plan=None, resumed=True)
+        await self._answer_late_steering()
         return resumed
 
     async def adopt(self, run_id: str) -> bool:
@@ -249,6 +250,9 @@ class Engine(RunRecords):
             # Cancelled before its first step, the driver never ran a line; record it here.
             self._cancelling.discard(run_id)
             await self._record_cancelled(run_id)
+        run = await self.store.get_run(run_id)
+        if run is not None and run.status.finished:
+            await self._follow_up(Run.from_record(run))
         return True
 
     async def retry_failed(self, run_id: str) -> bool:
@@ -492,7 +496,12 @@ class Engine(RunRecords):
                 drafts=self.drafts,
                 learn=self.durations.observe,
                 plan=plan,
-                replans_left=max(0, self.config.max_replans - rounds),
+                replans_left=(
+                    0
+                    if run.status is not RunStatus.PLANNING
+                    and await self._replanning_refused(run_id)
+                    else max(0, self.config.max_replans - rounds)
+                ),
                 max_tasks=self.config.max_tasks,
                 approvals=self.approvals,
             )
@@ -568,6 +577,17 @@ class Engine(RunRecords):
             return None
         reason = last.data.get("reason")
         return reason if isinstance(reason, str) else ""
+
+    async def _replanning_refused(self, run_id: str) -> bool:
+        """Whether a round could not be planned: then no more are allowed, even after a
+        restart (the refusal is the run's event, so the bound does not live in memory only)."""
+        return any(
+            event.kind is EventKind.RUN_REVISED
+            and event.data is not None
+            and event.data.get("cause") == RevisionCause.REPLAN.value
+            and "failed" in event.data
+            for event in await self.store.events(run_id)
+        )
 
     async def _next_round(self, run: Run, execution: Execution, reason: str) -> None:
         """Plan the round the final step asked for; if none can be made, it answers as it can."""
@@ -685,16 +705,40 @@ class Engine(RunRecords):
                 )
 
     async def _follow_up(self, run: Run) -> None:
-        """Start a follow-up run for each steering message that came too late to steer."""
+        """Start a follow-up run for each steering message that came too late to steer.
+
+        So do cancelled runs: a mention that arrives just after a cancellation starts a
+        follow-up, and one that arrived just before it is treated the same (it asks for work
+        of its own, which the cancellation of the run's plan did not refuse).
+        """
         for message in await self.store.open_steering(run.id):
-            await self.store.close_steering(message.seq)
-            await self.submit(
-                message.message,
-                requester=message.requester,
-                thread_key=run.thread_key,
-                parent_run_id=run.id,
-                meta=message.meta,
-            )
+            await self._start_follow_up(run, message)
+
+    async def _start_follow_up(self, run: Run, message: SteeringRecord) -> None:
+        # The follow-up is claimed by the message's seq in the transaction that records it, so
+        # it starts exactly once, whichever process (or restart) gets here first; the message
+        # is closed only after, so a stop in between leaves it for the next sweep.
+        await self.submit(
+            message.message,
+            requester=message.requester,
+            thread_key=run.thread_key,
+            parent_run_id=run.id,
+            meta=message.meta,
+            delivery_id=f"dagbot-follow-up:{message.seq}",
+        )
+        await self.store.close_steering(message.seq)
+
+    async def _answer_late_steering(self) -> None:
+        """Start the follow-ups of steering messages left open on ended runs: their process
+        stopped between the run's end and the follow-up (on start-up and every lease round)."""
+        try:
+            for message in await self.store.late_steering():
+                record = await self.store.get_run(message.run_id)
+                if record is not None:
+                    await self._start_follow_up(Run.from_record(record), message)
+        except Exception:
+            # Neither start-up nor the lease keeper may stop for it: the next round tries again.
+            log.exception("could not start the follow-ups of ended runs' steering messages")
 
     async def _fail_unsaved(self, run_id: str, error: StorageError) -> None:
         """The store failed this run for good: fail it where it can still be seen.

@@ -348,7 +348,13 @@ class Execution:
 
     def _fill(self) -> None:
         """Ask the pool for a slot per ready task this run may still start."""
-        while not self.closed and self.tickets < min(len(self.ready), self.limit - self.slots_used):
+        while (
+            not self.closed
+            # A slot granted while paused is refused at once and would be asked for again, for
+            # ever, without returning to the event loop: the revision's end fills instead.
+            and not self.paused
+            and self.tickets < min(len(self.ready), self.limit - self.slots_used)
+        ):
             self.tickets += 1
             self.slots.request(self)
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest_asyncio
 
+from bot.wording import STEERING_RECEIVED
 from scheduler.dag.plan import Plan
 from storage.records import EventKind, RunStatus, TaskStatus
 from tests.e2e.slack_harness import (
@@ -171,7 +172,7 @@ async def test_a_mention_while_the_plan_runs_adds_a_task_and_keeps_the_running_o
         async for event in events:
             if event.kind is EventKind.TASK_STARTED and event.task_id == "t2":
                 break
-        await bot.mention("also Paris, please", thread_ts=delivery.ts)
+        steer_mention = await bot.mention("also Paris, please", thread_ts=delivery.ts)
         async for event in events:
             if event.kind is EventKind.RUN_REVISED:
                 break
@@ -210,3 +211,9 @@ async def test_a_mention_while_the_plan_runs_adds_a_task_and_keeps_the_running_o
     message = await bot.plan_message(run)
     assert "Paris weather" in message.text
     assert len([m for m in bot.slack.replies(CHANNEL, delivery.ts) if "Plan:" in m.text]) == 1
+    # The steering mention was acknowledged with a reaction (no message); the goal was not.
+    assert bot.slack.messages[(CHANNEL, steer_mention.ts)].reactions == {
+        STEERING_RECEIVED: [bot.slack.bot_user_id]
+    }
+    assert bot.slack.messages[(CHANNEL, delivery.ts)].reactions == {}
+    assert [c.ok for c in bot.slack.calls_to("reactions.add")] == [True]

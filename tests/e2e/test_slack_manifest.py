@@ -46,6 +46,7 @@ def test_the_manifest_asks_for_the_least_it_needs() -> None:
         "chat:write",
         "commands",
         "groups:history",
+        "reactions:write",
     ]
 
 

@@ -81,6 +81,7 @@ RATE_TIERS: dict[str, int] = {
     "conversations.replies": TIER_3,
     "views.publish": TIER_4,
     "users.info": TIER_4,
+    "reactions.add": TIER_3,
 }
 # chat.postMessage: "one message per second per channel ... short bursts >1 allowed".
 POST_MESSAGE_RATE = 1.0
@@ -135,6 +136,8 @@ class FakeMessage:
     streaming: bool = False
     edits: int = 0
     versions: list[str] = field(default_factory=list)
+    reactions: dict[str, list[str]] = field(default_factory=dict)
+    """Emoji name to the users who reacted with it, in order."""
 
     @property
     def block_types(self) -> list[str]:
@@ -268,6 +271,7 @@ class FakeSlack:
             "views.publish": FakeSlack._views_publish,
             "conversations.replies": FakeSlack._replies,
             "users.info": FakeSlack._users_info,
+            "reactions.add": FakeSlack._reactions_add,
         }
         self._init_limits(clock or FakeClock())
 
@@ -789,6 +793,26 @@ class FakeSlack:
             "response_metadata": {"next_cursor": ""},
         }
 
+    def _reactions_add(self, body: dict[str, Any]) -> dict[str, Any]:
+        # Slack names the emoji without colons; a name it does not know (or `:eyes:`) is
+        # invalid_name, and the same user cannot add the same reaction twice.
+        name = _require(body, "name")
+        channel = _str(body.get("channel"))
+        timestamp = _str(body.get("timestamp"))
+        if not channel or not timestamp:
+            raise SlackError("no_item_specified")
+        if name not in KNOWN_EMOJI:
+            raise SlackError("invalid_name")
+        message = self._existing(channel, timestamp)
+        users = message.reactions.setdefault(name, [])
+        if self.bot_user_id in users:
+            raise SlackError("already_reacted")
+        if len(message.reactions) > MAX_REACTIONS:
+            del message.reactions[name]
+            raise SlackError("too_many_reactions")
+        users.append(self.bot_user_id)
+        return {"ok": True}
+
     def _users_info(self, body: dict[str, Any]) -> dict[str, Any]:
         user_id = _require(body, "user")
         if user_id == self.bot_user_id:
@@ -863,6 +887,14 @@ class FakeSlack:
         # Retry-After is whole seconds of real time: Slack's wait, on this clock's speed.
         real = max(1, math.ceil(wait / self.clock.speed))
         raise SlackError("ratelimited", status=429, headers={"Retry-After": str(real)})
+
+
+KNOWN_EMOJI = frozenset(
+    {"eyes", "white_check_mark", "heavy_check_mark", "thumbsup", "+1", "memo", "hourglass"}
+)
+"""Standard emoji the fake knows (Slack knows thousands; any other name is invalid_name)."""
+MAX_REACTIONS = 50
+"""Distinct reactions one message may carry (Slack: too_many_reactions past it)."""
 
 
 # ---- content rules Slack enforces beyond the block count ---------------------------------------

@@ -10,7 +10,8 @@ import pytest
 from scheduler.dag.approvals import duration, refusal
 from scheduler.dag.bus import Subscription
 from scheduler.dag.engine import Engine, EngineConfig
-from scheduler.dag.plan import PlanTask, TaskKind
+from scheduler.dag.executors import PlanRequest
+from scheduler.dag.plan import Plan, PlanTask, TaskKind
 from scheduler.dag.retry import RetryPolicies, RetryPolicy
 from storage.connect import open_store as open_any
 from storage.records import Approval, Decision, EventKind, RunStatus, TaskStatus
@@ -278,3 +279,51 @@ def test_the_refusal_names_who_denied_or_how_long_it_waited() -> None:
     expired = Approval(**{**base.__dict__, "decision": Decision.EXPIRED})
     assert refusal(denied) == "Denied by <@U1>."
     assert refusal(expired) == "Not approved within 24 h: denied."
+
+
+async def test_a_task_awaiting_approval_is_kept_by_steering_and_its_request_stands(
+    tmp_path: Path,
+) -> None:
+    """A revision keeps every task that has left pending: one awaiting approval keeps waiting,
+    with the same request (deadline, arguments), and runs once approved."""
+    first = plan(
+        tool("t1", q="Tokyo"),
+        tool("t2", "t1", name=SENSITIVE, path="/tmp/{{t1}}"),
+        summary("s", "t2"),
+    )
+
+    async def planner(request: PlanRequest) -> Plan:
+        if request.revision is None:
+            return first
+        statuses = {t.id: t.status for t in request.revision.tasks}
+        assert statuses["t2"] is TaskStatus.AWAITING_APPROVAL
+        return plan(
+            first.tasks[0],
+            first.tasks[1],
+            tool("t3", q="Paris"),
+            summary("s", "t2", "t3"),
+        )
+
+    store = await SqliteStore.open(str(tmp_path / "steer.sqlite3"))
+    echo = Echo()
+    engine = Engine(
+        store, dict.fromkeys(TaskKind, echo), planner=planner, needs_approval=needs_approval
+    )
+    try:
+        with engine.bus.subscribe() as events:
+            run = await engine.submit("goal")
+            await until(events, EventKind.TASK_AWAITING_APPROVAL, "t2")
+            [before] = await store.approvals(run.id)
+            assert await engine.steer(run.id, "also Paris", requester="U1")
+            await until(events, EventKind.TASK_SUCCEEDED, "t3")
+            view = await engine.view(run.id)
+            assert view.task("t2").status is TaskStatus.AWAITING_APPROVAL
+            assert list(view.approvals) == [before]
+            await engine.decide(run.id, "t2", approve=True, by="U1")
+            view = await engine.wait(run.id)
+        assert view.run.status is RunStatus.SUCCEEDED
+        assert [t.id for t in view.tasks] == ["t1", "t2", "t3", "s"]
+        assert echo.order.count("t2") == 1
+    finally:
+        await engine.close()
+        await store.close()

@@ -17,7 +17,12 @@ from bot.rate_budget import (
 
 @pytest.mark.parametrize(
     ("method", "per_minute"),
-    [("chat.update", TIER_3), ("chat.startStream", TIER_2), ("chat.appendStream", TIER_4)],
+    [
+        ("chat.update", TIER_3),
+        ("chat.startStream", TIER_2),
+        ("chat.appendStream", TIER_4),
+        ("reactions.add", TIER_3),
+    ],
 )
 def test_no_rolling_minute_exceeds_the_tier(method: str, per_minute: int) -> None:
     """Greedy callers, urgent: count what one bucket lets through in every 61 s window."""

@@ -174,3 +174,21 @@ async def test_wait_for_reports_what_it_saw(slack: FakeSlack, client: AsyncWebCl
     await client.auth_test()
     with pytest.raises(AssertionError, match=r"calls: auth\.test"):
         await slack.wait_for_call("chat.update", within=0.05)
+
+
+async def test_reactions_follow_slacks_rules(slack: FakeSlack, client: AsyncWebClient) -> None:
+    person = slack.add_message("C1", "steer it", user="U1")
+    await client.reactions_add(channel="C1", timestamp=person.ts, name="eyes")
+    assert slack.messages[("C1", person.ts)].reactions == {"eyes": [slack.bot_user_id]}
+    # The same reaction twice, a name with colons or unknown, no such message, no item.
+    again = client.reactions_add(channel="C1", timestamp=person.ts, name="eyes")
+    assert await _error_of(again) == "already_reacted"
+    colons = client.reactions_add(channel="C1", timestamp=person.ts, name=":eyes:")
+    assert await _error_of(colons) == "invalid_name"
+    unknown = client.reactions_add(channel="C1", timestamp=person.ts, name="not_an_emoji_x")
+    assert await _error_of(unknown) == "invalid_name"
+    missing = client.reactions_add(channel="C1", timestamp="1.000001", name="memo")
+    assert await _error_of(missing) == "message_not_found"
+    nothing = client.api_call("reactions.add", json={"name": "memo"})
+    assert await _error_of(nothing) == "no_item_specified"
+    assert slack.messages[("C1", person.ts)].reactions == {"eyes": [slack.bot_user_id]}

@@ -104,3 +104,16 @@ async def test_status_expires_after_two_minutes_unless_set_again(slack: FakeSlac
     slack.clock.advance(10)
     assert slack.status_of(CHANNEL, root.ts) is None
     assert slack.expired_statuses == [(CHANNEL, root.ts)]
+
+
+async def test_reactions_are_tier_3(slack: FakeSlack) -> None:
+    client = client_of(slack)
+    names = ["eyes", "memo", "hourglass", "thumbsup", "white_check_mark"]
+    messages = [slack.add_message(CHANNEL, f"m{i}", user="U1") for i in range(TIER_3 // 5)]
+    for message in messages:
+        for name in names:
+            await client.reactions_add(channel=CHANNEL, timestamp=message.ts, name=name)
+    extra = slack.add_message(CHANNEL, "one more", user="U1")
+    error = await limited(client.reactions_add(channel=CHANNEL, timestamp=extra.ts, name="eyes"))
+    assert error.response.status_code == 429
+    assert slack.tier_limited == 1
