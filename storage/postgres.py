@@ -45,6 +45,8 @@ from storage.records import (
 from storage.rows import (
     approval_from_row,
     approval_request_row,
+    delivery_from_rows,
+    delivery_row,
     event,
     event_from_row,
     event_row,
@@ -549,27 +551,10 @@ class PostgresStore:
     async def delivery(self, run_id: str) -> Delivery:
         row = await self._fetchone(q("select_delivery"), {"run_id": run_id})
         posts = await self._fetchall(q("select_delivery_posts"), {"run_id": run_id})
-        found = {post["post_key"]: post["message"] for post in posts}
-        if row is None:
-            return Delivery(run_id=run_id, posts=found)
-        return Delivery(
-            run_id=run_id,
-            plan_message=row["plan_message"],
-            plan_style=row["plan_style"],
-            summary_message=row["summary_message"],
-            landed_seq=row["landed_seq"],
-            posts=found,
-        )
+        return delivery_from_rows(run_id, row, posts)
 
     async def save_delivery(self, delivery: Delivery) -> None:
-        row = {
-            "run_id": delivery.run_id,
-            "plan_message": delivery.plan_message,
-            "plan_style": delivery.plan_style,
-            "summary_message": delivery.summary_message,
-            "landed_seq": delivery.landed_seq,
-            "at": time.time(),
-        }
+        row = delivery_row(delivery, time.time())
         await self._write(_statement(q("upsert_delivery"), row))
 
     async def record_post_intent(self, run_id: str, key: str) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
 from domain.vocabulary import task_effect
@@ -11,6 +11,7 @@ from storage.leases import Owner
 from storage.records import (
     Approval,
     Decision,
+    Delivery,
     Event,
     EventKind,
     NewRun,
@@ -228,3 +229,29 @@ def revision_rows(
         for position, task in enumerate(plan.get("tasks", []))
     ]
     return run_row, task_rows
+
+
+def delivery_from_rows(run_id: str, row: Row | None, posts: Iterable[Row]) -> Delivery:
+    """A run's delivery from its `deliveries` row (None before the first save) and its posts."""
+    found = {post["post_key"]: post["message"] for post in posts}
+    if row is None:
+        return Delivery(run_id=run_id, posts=found)
+    return Delivery(
+        run_id=run_id,
+        plan_message=row["plan_message"],
+        plan_style=row["plan_style"],
+        summary_message=row["summary_message"],
+        landed_seq=row["landed_seq"],
+        posts=found,
+    )
+
+
+def delivery_row(delivery: Delivery, at: float) -> dict[str, Any]:
+    return {
+        "run_id": delivery.run_id,
+        "plan_message": delivery.plan_message,
+        "plan_style": delivery.plan_style,
+        "summary_message": delivery.summary_message,
+        "landed_seq": delivery.landed_seq,
+        "at": at,
+    }
